@@ -1,0 +1,18 @@
+# chat/routing.py
+from django.conf import settings
+from django.urls import re_path
+
+from . import consumers
+
+# CHAT_CONSUMER picks tutorial part 3's async consumer (default) or part 2's sync one.
+ChatConsumer = {
+    "async": consumers.ChatConsumer,
+    "sync": consumers.SyncChatConsumer,
+}[settings.CHAT_CONSUMER]
+
+# The tutorial routes r"ws/chat/(?P<room_name>\w+)/$". Any room name is routed here
+# instead, so that the consumer can refuse a name that cannot be a group name with a
+# 403, where an unrouted path would fail the handshake with a 500.
+websocket_urlpatterns = [
+    re_path(r"ws/chat/(?P<room_name>[^/]+)/$", ChatConsumer.as_asgi()),
+]

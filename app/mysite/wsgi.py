@@ -1,0 +1,9 @@
+"""WSGI config for mysite: kept from startproject; the chat itself needs ASGI (see asgi.py)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+application = get_wsgi_application()

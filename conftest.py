@@ -1,0 +1,129 @@
+"""Shared pytest fixtures: a real Redis, live Daphne servers per layer, and the layer list.
+
+Start-up itself lives in services.py; these fixtures only scope it. In CI (``CI`` set) a
+missing system dependency fails the test; locally it skips with what to install.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from services import LAYERS, REDIS_LAYERS, DaphneServer, RedisServer, ServiceError
+
+
+def missing_dependency(reason: str) -> None:
+    """Fail in CI, where every dependency must be present; skip locally, saying what to install."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must install it; see .ci/run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis: $REDIS_URL if set, else a redis-server started for the session."""
+    existing = os.environ.get("REDIS_URL")
+    if existing:
+        yield existing
+        return
+    try:
+        server = RedisServer.start()
+    except ServiceError as error:
+        missing_dependency(str(error))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(params=LAYERS)
+def layer(request: pytest.FixtureRequest) -> str:
+    """Each channel layer in turn: inmemory, redis, redis-pubsub (ids are the layer names)."""
+    return request.param
+
+
+@pytest.fixture
+def layer_redis_url(request: pytest.FixtureRequest, layer: str) -> str | None:
+    """The Redis URL ``layer`` needs, or None for InMemory (so InMemory needs no Redis)."""
+    if layer in REDIS_LAYERS:
+        return request.getfixturevalue("redis_url")
+    return None
+
+
+class LiveServers:
+    """Daphne servers started on demand and kept for the session, one set per
+    (layer, consumer, count), all Redis layers sharing the session's Redis."""
+
+    def __init__(self, request: pytest.FixtureRequest, tmp_dir) -> None:
+        self._request = request
+        self._tmp_dir = tmp_dir
+        self._started: dict[tuple[str, str, int], list[DaphneServer]] = {}
+
+    def get(self, layer: str, consumer: str = "async", count: int = 1) -> list[DaphneServer]:
+        key = (layer, consumer, count)
+        if key not in self._started:
+            redis_url = self._request.getfixturevalue("redis_url") if layer in REDIS_LAYERS else None
+            servers: list[DaphneServer] = []
+            try:
+                for _ in range(count):
+                    servers.append(
+                        DaphneServer.start(
+                            layer=layer, consumer=consumer, redis_url=redis_url,
+                            log_dir=self._tmp_dir / f"{layer}-{consumer}-{count}",
+                        )
+                    )
+            except ServiceError:
+                for server in servers:
+                    server.stop()
+                raise
+            self._started[key] = servers
+        return self._started[key]
+
+    def stop_all(self) -> None:
+        for servers in self._started.values():
+            for server in servers:
+                server.stop()
+        self._started.clear()
+
+
+@pytest.fixture(scope="session")
+def _live_servers(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[LiveServers]:
+    live = LiveServers(request, tmp_path_factory.mktemp("daphne"))
+    yield live
+    live.stop_all()
+
+
+@pytest.fixture
+def live_chat(
+    request: pytest.FixtureRequest, _live_servers: LiveServers
+) -> Iterator[Callable[..., list[DaphneServer]]]:
+    """``live_chat(layer, consumer="async", count=1)`` -> running Daphne servers.
+
+    Servers are shared across the session (start-up costs about a second each); when
+    the test fails, the server log lines written during it are printed with the failure.
+    """
+    handed_out: dict[int, tuple[DaphneServer, int]] = {}
+
+    def get(layer: str, consumer: str = "async", count: int = 1) -> list[DaphneServer]:
+        servers = _live_servers.get(layer, consumer, count)
+        for server in servers:
+            handed_out.setdefault(id(server), (server, server.log_path.stat().st_size))
+        return servers
+
+    yield get
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for server, offset in handed_out.values():
+            with server.log_path.open("rb") as log:
+                log.seek(offset)
+                text = log.read().decode(errors="replace")
+            print(f"\n--- daphne {server.netloc} {server.env} log during the test "
+                  f"({server.log_path}) ---\n{text}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep each phase's report on the item so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

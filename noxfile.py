@@ -1,0 +1,64 @@
+"""The sessions people run. `nox -s tests` is what CI runs (via quickstart.py / .ci/run).
+
+    nox -s tests          everything CI runs: app, browser and load smoke tests
+    nox -s unit           the fast consumer tests, no browser
+    nox -s e2e            the browser suite only
+    nox -s bench -- ...   the layer benchmark (python -m load bench ...)
+    nox -s serve -- ...   the chat on http://127.0.0.1:8000 (python services.py serve ...)
+    nox -s lint           ruff
+    nox -s compat         the version matrix (opt-in, slow)
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "venv"
+
+
+def install_project(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Everything CI runs."""
+    install_project(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """Consumer and settings tests: no browser, no Locust (Redis is still real)."""
+    install_project(session)
+    session.run("pytest", "app", "-m", "not browser", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """The browser suite: the tutorial's part 4 tests and e2e/, headless Chromium."""
+    install_project(session)
+    session.run("pytest", "e2e", "app/chat/tests.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The layer benchmark; arguments go to `python -m load bench` (try `-- --help`)."""
+    install_project(session)
+    session.run("python", "-m", "load", "bench", *session.posargs)
+
+
+@nox.session
+def serve(session: nox.Session) -> None:
+    """Serve the chat on http://127.0.0.1:8000 (InMemory); `-- --layer redis` for another."""
+    install_project(session)
+    session.run("python", "services.py", "serve", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
