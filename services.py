@@ -259,8 +259,13 @@ class DaphneServer:
         port: int | None = None,
         log_dir: Path | None = None,
         timeout: float = 30.0,
+        via: str = "daphne",
     ) -> DaphneServer:
-        """Start Daphne and return once it serves the chat's index page."""
+        """Start Daphne and return once it serves the chat's index page.
+
+        ``via="daphne"`` runs ``daphne mysite.asgi:application`` (what deployments run);
+        ``via="runserver"`` runs ``manage.py runserver``, which Daphne takes over.
+        """
         chat_env = chat_environment(layer=layer, consumer=consumer, redis_url=redis_url, extra=env)
         port = port or free_port(host)
         log_dir = log_dir or Path(tempfile.mkdtemp(prefix="chat-daphne-"))
@@ -268,7 +273,7 @@ class DaphneServer:
         log_path = log_dir / f"daphne-{port}.log"
         log = log_path.open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "mysite.asgi:application"],
+            _server_command(via, host, port),
             cwd=APP_DIR,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **chat_env},
             stdout=log,
@@ -309,6 +314,16 @@ class DaphneServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _server_command(via: str, host: str, port: int) -> list[str]:
+    if via == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
+                "mysite.asgi:application"]
+    if via == "runserver":
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return [sys.executable, "manage.py", "runserver", "--noreload", address]
+    raise ServiceError(f"unknown way to serve {via!r}: use daphne or runserver")
 
 
 @contextlib.contextmanager
@@ -372,8 +387,7 @@ def _serve(argv: list[str] | None = None) -> int:
                 layer=args.layer, consumer=args.consumer, redis_url=redis_url)}
             print(f"Serving the chat on http://{args.host}:{args.port}/chat/ "
                   f"(layer {args.layer}, consumer {args.consumer}); Ctrl-C stops it.", flush=True)
-            command = [sys.executable, "-m", "daphne", "-b", args.host, "-p", str(args.port),
-                       "mysite.asgi:application"]
+            command = _server_command("daphne", args.host, args.port)
             with contextlib.suppress(KeyboardInterrupt):
                 return subprocess.call(command, cwd=APP_DIR, env=env)
     except ServiceError as error:

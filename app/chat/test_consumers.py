@@ -1,0 +1,227 @@
+"""Consumer tests: WebsocketCommunicator through the real routing (mysite.asgi.application),
+for both consumers, on every channel layer (the Redis ones against a real redis-server).
+
+Absence is never shown by waiting alone: each isolation check is followed by a positive
+control whose message must arrive first, so a leaked message would be seen before it.
+"""
+
+import importlib
+import json
+import logging
+import uuid
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from mysite import environment
+
+# Django's test environment sets ALLOWED_HOSTS to ["testserver"], so that is the page's origin.
+SAME_ORIGIN = (b"origin", b"http://testserver")
+RECEIVE_TIMEOUT = 5  # seconds; generous for a loaded CI machine, only hit on failure
+
+
+@pytest.fixture(params=["async", "sync"])
+def consumer(request, settings):
+    settings.CHAT_CONSUMER = request.param
+    return request.param
+
+
+@pytest.fixture
+async def application(settings, layer, layer_redis_url, consumer):
+    """The project's ASGI application for this layer and consumer, as Daphne would load it."""
+    env = {
+        "CHANNEL_LAYER": layer,
+        # A prefix of their own keeps these tests' keys apart from live servers sharing Redis.
+        "CHANNEL_LAYER_CONFIG": json.dumps({"prefix": f"consumer-tests-{uuid.uuid4().hex[:8]}"})
+        if layer_redis_url
+        else "",
+    }
+    if layer_redis_url:
+        env["REDIS_URL"] = layer_redis_url
+    settings.CHANNEL_LAYERS = environment.channel_layers(env)
+
+    # chat.routing picks the consumer class at import time, as the project does at start-up.
+    import chat.routing
+    import mysite.asgi
+
+    importlib.reload(chat.routing)
+    importlib.reload(mysite.asgi)
+    yield mysite.asgi.application
+    await get_channel_layer().flush()
+
+
+@pytest.fixture
+def chat_warnings(caplog):
+    """WARNING records of the chat logger (it does not propagate to the root logger)."""
+    chat_logger = logging.getLogger("chat")
+    chat_logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="chat")
+    yield lambda: [r for r in caplog.records if r.name.startswith("chat")]
+    chat_logger.removeHandler(caplog.handler)
+
+
+def unique_room(label: str = "room") -> str:
+    return f"{label}_{uuid.uuid4().hex[:12]}"
+
+
+async def join(application, room: str, origin=SAME_ORIGIN) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, f"/ws/chat/{room}/", headers=[origin])
+    connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+    assert connected, f"handshake to room {room!r} was refused"
+    return communicator
+
+
+async def receive(communicator: WebsocketCommunicator) -> dict:
+    return await communicator.receive_json_from(timeout=RECEIVE_TIMEOUT)
+
+
+async def post(communicator: WebsocketCommunicator, message: str) -> None:
+    await communicator.send_json_to({"message": message})
+
+
+async def leave(*communicators: WebsocketCommunicator) -> None:
+    for communicator in communicators:
+        await communicator.disconnect()
+
+
+# --- delivery -------------------------------------------------------------------------
+
+
+async def test_message_reaches_every_member_of_the_room_sender_included(application):
+    room = unique_room()
+    members = [await join(application, room) for _ in range(3)]
+
+    await post(members[0], "hello, room")
+
+    for member in members:
+        assert await receive(member) == {"message": "hello, room"}
+    for member in members:
+        assert await member.receive_nothing(timeout=0.05), "a member got a second frame"
+    await leave(*members)
+
+
+async def test_messages_arrive_in_the_order_sent(application):
+    room = unique_room()
+    sender, listener = await join(application, room), await join(application, room)
+
+    for number in range(5):
+        await post(sender, f"message {number}")
+
+    for member in (sender, listener):
+        received = [(await receive(member))["message"] for _ in range(5)]
+        assert received == [f"message {number}" for number in range(5)]
+    await leave(sender, listener)
+
+
+async def test_message_stays_in_its_room(application):
+    room_1, room_2 = unique_room("one"), unique_room("two")
+    alice, bob = await join(application, room_1), await join(application, room_1)
+    carol = await join(application, room_2)
+
+    await post(alice, "for room one")
+    assert await receive(alice) == {"message": "for room one"}
+    assert await receive(bob) == {"message": "for room one"}
+
+    # Positive control in the other room. "for room one" was delivered to room one
+    # before this was sent, so had it leaked into carol's channel it would come first.
+    await post(carol, "for room two")
+    assert await receive(carol) == {"message": "for room two"}
+    for member in (alice, bob):
+        assert await member.receive_nothing(timeout=0.05), "room two's message leaked"
+    await leave(alice, bob, carol)
+
+
+async def test_member_who_left_gets_nothing_and_others_still_do(application):
+    room = unique_room()
+    stayer, leaver = await join(application, room), await join(application, room)
+    await leave(leaver)
+
+    await post(stayer, "after you left")
+
+    assert await receive(stayer) == {"message": "after you left"}
+    await leave(stayer)
+
+
+# --- bad input: error to the sender alone, socket open, nothing broadcast, one WARNING --
+
+BAD_FRAMES = {
+    "not-json": ({"text_data": "hello"}, "not JSON"),
+    "json-list": ({"text_data": '["message", "hi"]'}, "not a JSON object"),
+    "json-string": ({"text_data": '"hi"'}, "not a JSON object"),
+    "no-message-key": ({"text_data": '{"text": "hi"}'}, 'no "message"'),
+    "message-is-number": ({"text_data": '{"message": 5}'}, "must be a string"),
+    "message-is-null": ({"text_data": '{"message": null}'}, "must be a string"),
+    "message-is-object": ({"text_data": '{"message": {"a": 1}}'}, "must be a string"),
+    "binary": ({"bytes_data": b'{"message": "hi"}'}, "binary"),
+    "too-long": ({"text_data": json.dumps({"message": "x" * 11})}, "the limit is 10"),
+}
+
+
+@pytest.mark.parametrize("frame, reason", BAD_FRAMES.values(), ids=BAD_FRAMES.keys())
+async def test_bad_frame_gets_an_error_and_loses_nothing(
+    application, settings, chat_warnings, frame, reason
+):
+    settings.CHAT_MAX_MESSAGE_CHARS = 10
+    room = unique_room()
+    sender, other = await join(application, room), await join(application, room)
+
+    await sender.send_to(**frame)
+
+    error = await receive(sender)
+    assert set(error) == {"error"} and reason in error["error"], error
+    # The socket stays open and the room still works; the bad frame was never broadcast,
+    # or it would reach the other member before this one.
+    await post(sender, "still here")
+    assert await receive(sender) == {"message": "still here"}
+    assert await receive(other) == {"message": "still here"}
+    assert await other.receive_nothing(timeout=0.05)
+
+    warnings = [r for r in chat_warnings() if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert warnings[0].exc_info is None, "a rejected frame must not log a traceback"
+    assert "\n" not in warnings[0].getMessage()
+    await leave(sender, other)
+
+
+async def test_message_exactly_at_the_limit_is_accepted(application, settings):
+    settings.CHAT_MAX_MESSAGE_CHARS = 10
+    room = unique_room()
+    sender = await join(application, room)
+
+    await post(sender, "é" * 10)  # characters, not bytes
+
+    assert await receive(sender) == {"message": "é" * 10}
+    await leave(sender)
+
+
+# --- handshakes ------------------------------------------------------------------------
+
+GOOD_ROOM_NAMES = ["lobby", "room-1.2_3", "x" * 94]
+BAD_ROOM_NAMES = {"non-ascii": "ünïcode", "too-long": "x" * 95, "space": "a%20b", "colon": "a:b"}
+
+
+@pytest.mark.parametrize("room", GOOD_ROOM_NAMES, ids=["word", "punctuation", "longest"])
+async def test_room_names_that_are_group_names_are_accepted(application, room):
+    communicator = await join(application, room)
+    await post(communicator, "hi")
+    assert await receive(communicator) == {"message": "hi"}
+    await leave(communicator)
+
+
+@pytest.mark.parametrize("room", BAD_ROOM_NAMES.values(), ids=BAD_ROOM_NAMES.keys())
+async def test_room_names_that_cannot_be_group_names_are_refused(application, room):
+    communicator = WebsocketCommunicator(application, f"/ws/chat/{room}/", headers=[SAME_ORIGIN])
+    connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
+    assert not connected
+
+
+async def test_cross_origin_handshake_is_refused(application):
+    room = unique_room()
+    foreign = WebsocketCommunicator(
+        application, f"/ws/chat/{room}/", headers=[(b"origin", b"http://evil.example")]
+    )
+    connected, _ = await foreign.connect(timeout=RECEIVE_TIMEOUT)
+    assert not connected
+    # Positive control: the same room from the page's own origin is accepted.
+    await leave(await join(application, room))

@@ -1,0 +1,144 @@
+"""The environment variables of the contract: what each builds, and that a bad value stops
+start-up with one line naming the variable (no traceback), under manage.py and Daphne."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+import websockets
+
+from mysite import environment
+from services import APP_DIR, DaphneServer, ServiceError
+
+
+def test_defaults_are_inmemory_async_and_65536_characters():
+    assert environment.channel_layers({}) == {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    }
+    assert environment.chat_consumer({}) == "async"
+    assert environment.max_message_chars({}) == 65536
+
+
+@pytest.mark.parametrize(
+    "layer, backend",
+    [
+        ("redis", "channels_redis.core.RedisChannelLayer"),
+        ("redis-pubsub", "channels_redis.pubsub.RedisPubSubChannelLayer"),
+    ],
+)
+def test_redis_layers_use_redis_url_and_merge_layer_config(layer, backend):
+    layers = environment.channel_layers(
+        {
+            "CHANNEL_LAYER": layer,
+            "REDIS_URL": "redis://127.0.0.1:7000/3",
+            "CHANNEL_LAYER_CONFIG": '{"capacity": 500, "expiry": 5}',
+        }
+    )
+    assert layers["default"] == {
+        "BACKEND": backend,
+        "CONFIG": {"hosts": ["redis://127.0.0.1:7000/3"], "capacity": 500, "expiry": 5},
+    }
+
+
+def test_redis_url_defaults_to_local_redis_and_config_may_replace_hosts():
+    layers = environment.channel_layers({"CHANNEL_LAYER": "redis"})
+    assert layers["default"]["CONFIG"] == {"hosts": ["redis://127.0.0.1:6379/0"]}
+    layers = environment.channel_layers(
+        {"CHANNEL_LAYER": "redis", "CHANNEL_LAYER_CONFIG": '{"hosts": ["redis://h:1/0"]}'}
+    )
+    assert layers["default"]["CONFIG"] == {"hosts": ["redis://h:1/0"]}
+
+
+def test_a_dotted_path_selects_any_layer_class_with_its_config():
+    layers = environment.channel_layers(
+        {
+            "CHANNEL_LAYER": "channels.layers.InMemoryChannelLayer",
+            "CHANNEL_LAYER_CONFIG": '{"capacity": 7}',
+        }
+    )
+    assert layers["default"] == {
+        "BACKEND": "channels.layers.InMemoryChannelLayer",
+        "CONFIG": {"capacity": 7},
+    }
+
+
+BAD_ENVIRONMENTS = {
+    "unknown-layer": ({"CHANNEL_LAYER": "kafka"}, "CHANNEL_LAYER='kafka'", "inmemory, redis"),
+    "unimportable-layer": (
+        {"CHANNEL_LAYER": "nowhere.Layer"}, "CHANNEL_LAYER='nowhere.Layer'", "cannot import",
+    ),
+    "config-not-json": ({"CHANNEL_LAYER_CONFIG": "{capacity: 1}"}, "CHANNEL_LAYER_CONFIG", "JSON"),
+    "config-not-object": ({"CHANNEL_LAYER_CONFIG": "[1]"}, "CHANNEL_LAYER_CONFIG", "object"),
+    "redis-url-not-redis": (
+        {"CHANNEL_LAYER": "redis", "REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL", "redis://",
+    ),
+    "unknown-consumer": ({"CHAT_CONSUMER": "threaded"}, "CHAT_CONSUMER='threaded'", "async, sync"),
+    "limit-not-a-number": ({"CHAT_MAX_MESSAGE_CHARS": "lots"}, "CHAT_MAX_MESSAGE_CHARS", "whole"),
+    "limit-zero": ({"CHAT_MAX_MESSAGE_CHARS": "0"}, "CHAT_MAX_MESSAGE_CHARS='0'", "positive"),
+}
+
+
+@pytest.mark.parametrize(
+    "variables, names, allowed", BAD_ENVIRONMENTS.values(), ids=BAD_ENVIRONMENTS.keys()
+)
+def test_bad_value_stops_manage_py_with_one_line(variables, names, allowed):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=APP_DIR,
+        env={**os.environ, **variables},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert names in lines[0] and allowed in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_value_stops_daphne_with_one_line(tmp_path):
+    with pytest.raises(ServiceError) as raised:
+        DaphneServer.start(env={"CHAT_CONSUMER": "threaded"}, log_dir=tmp_path)
+    assert "CHAT_CONSUMER='threaded'" in str(raised.value)
+    log = next(tmp_path.glob("daphne-*.log")).read_text()
+    assert "Traceback" not in log
+    assert log.strip().splitlines() == [str(raised.value).split(": ", 1)[1].rsplit(" (log:", 1)[0]]
+
+
+async def say_hello(server: DaphneServer) -> dict:
+    async with websockets.connect(
+        f"{server.ws_url}/ws/chat/lobby/", origin=server.url, open_timeout=10
+    ) as socket:
+        await socket.send(json.dumps({"message": "hello"}))
+        return json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+
+
+@pytest.mark.parametrize("via", ["daphne", "runserver"])
+def test_daphne_and_runserver_both_serve_the_chat(tmp_path, via):
+    with DaphneServer.start(via=via, log_dir=tmp_path) as server:
+        with urllib.request.urlopen(f"{server.url}/chat/lobby/", timeout=10) as page:
+            assert 'id="chat-log"' in page.read().decode()
+        assert asyncio.run(say_hello(server)) == {"message": "hello"}
+
+
+@pytest.mark.parametrize("room", ["ünïcode", "x" * 95])
+def test_live_server_refuses_bad_room_names_with_403_not_500(live_chat, room):
+    (server,) = live_chat("inmemory")
+
+    async def handshake() -> int:
+        try:
+            async with websockets.connect(
+                f"{server.ws_url}/ws/chat/{room}/", origin=server.url, open_timeout=10
+            ):
+                return 101
+        except websockets.InvalidStatus as refused:
+            return refused.response.status_code
+
+    assert asyncio.run(handshake()) == 403
+    # Positive control: the same server accepts a good name.
+    assert asyncio.run(say_hello(server)) == {"message": "hello"}

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""The README's two commands, on a fresh Debian/Ubuntu machine with only Python 3:
+
+    python3 quickstart.py bench    # benchmark the channel layers side by side
+    python3 quickstart.py tests    # the whole test suite (what CI runs)
+
+It installs the system packages the command needs when they are missing and it may
+(root with apt-get, as in CI containers), otherwise prints the exact apt-get line; then
+makes .venv with nox and hands over to the nox session of the same name. Anything after
+the command goes to that session: `python3 quickstart.py tests -- -k redis -x`.
+Standard library only, because nothing else is installed yet.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+
+# Executables each command wants, with their Debian package; `required` ones stop the
+# command when missing, the others only narrow what it can do.
+SYSTEM_NEEDS = {
+    "tests": {"redis-server": "redis-server", "chromium": "chromium", "chromedriver": "chromium-driver"},
+    "bench": {"redis-server": "redis-server"},
+    "serve": {},
+}
+WHAT_IS_MISSED = {
+    "tests": "the tests that need them will fail in CI and be skipped locally",
+    "bench": "the benchmark will run the InMemory layer only",
+    "serve": "",
+}
+
+
+def say(message: str) -> None:
+    print(f"quickstart: {message}", flush=True)
+
+
+def venv_can_be_made() -> bool:
+    # Debian splits ensurepip (hence `python3 -m venv`) into the python3.X-venv package.
+    try:
+        import ensurepip  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def missing_packages(command: str) -> list[str]:
+    missing = [pkg for exe, pkg in SYSTEM_NEEDS[command].items() if shutil.which(exe) is None]
+    if not VENV.exists() and not venv_can_be_made():
+        missing.append(f"python3.{sys.version_info.minor}-venv")
+    return missing
+
+
+def install_system_packages(command: str) -> None:
+    missing = missing_packages(command)
+    if not missing:
+        return
+    apt_line = "apt-get install -y --no-install-recommends " + " ".join(missing)
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        say(f"installing {', '.join(missing)} with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(apt_line.split(), check=True, env=env)
+        return
+    say(f"missing system packages: {' '.join(missing)}; install them with: sudo {apt_line}")
+    if any(name.endswith("-venv") for name in missing):
+        sys.exit("quickstart: cannot create .venv without them; install them and run me again")
+    say(WHAT_IS_MISSED[command])
+
+
+def ensure_nox() -> Path:
+    nox = VENV / "bin" / "nox"
+    if not nox.exists():
+        say("creating .venv with nox")
+        venv.EnvBuilder(with_pip=True, clear=VENV.exists()).create(VENV)
+        subprocess.run(
+            [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "nox>=2024.4.15"],
+            check=True,
+        )
+    return nox
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in SYSTEM_NEEDS:
+        print(__doc__)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    install_system_packages(command)
+    nox = ensure_nox()
+    return subprocess.call([str(nox), "-s", command, "--", *rest], cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
