@@ -62,13 +62,17 @@ class LiveServers:
     def get(self, layer: str, consumer: str = "async", count: int = 1) -> list[DaphneServer]:
         key = (layer, consumer, count)
         if key not in self._started:
-            redis_url = self._request.getfixturevalue("redis_url") if layer in REDIS_LAYERS else None
+            redis_url = None
+            if layer in REDIS_LAYERS:
+                redis_url = self._request.getfixturevalue("redis_url")
             servers: list[DaphneServer] = []
             try:
                 for _ in range(count):
                     servers.append(
                         DaphneServer.start(
-                            layer=layer, consumer=consumer, redis_url=redis_url,
+                            layer=layer,
+                            consumer=consumer,
+                            redis_url=redis_url,
                             log_dir=self._tmp_dir / f"{layer}-{consumer}-{count}",
                         )
                     )
@@ -117,8 +121,10 @@ def live_chat(
             with server.log_path.open("rb") as log:
                 log.seek(offset)
                 text = log.read().decode(errors="replace")
-            print(f"\n--- daphne {server.netloc} {server.env} log during the test "
-                  f"({server.log_path}) ---\n{text}")
+            print(
+                f"\n--- daphne {server.netloc} {server.env} log during the test "
+                f"({server.log_path}) ---\n{text}"
+            )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -1,12 +1,12 @@
 """The sessions people run. `nox -s tests` is what CI runs (via quickstart.py / .ci/run).
 
-    nox -s tests          everything CI runs: app, browser and load smoke tests
-    nox -s unit           the fast consumer tests, no browser
-    nox -s e2e            the browser suite only
-    nox -s bench -- ...   the layer benchmark (python -m load bench ...)
-    nox -s serve -- ...   the chat on http://127.0.0.1:8000 (python services.py serve ...)
-    nox -s lint           ruff
-    nox -s compat         the version matrix (opt-in, slow)
+nox -s tests          everything CI runs: app, browser and load smoke tests
+nox -s unit           the fast consumer tests, no browser
+nox -s e2e            the browser suite only
+nox -s bench -- ...   the layer benchmark (python -m load bench ...)
+nox -s serve -- ...   the chat on http://127.0.0.1:8000 (python services.py serve ...)
+nox -s lint           ruff
+nox -s compat         the version matrix (opt-in, slow)
 """
 
 from __future__ import annotations
@@ -65,3 +65,17 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(default=False)
+def compat(session: nox.Session) -> None:
+    """The version matrix (opt-in, slow): results/compat/compat.md and compat.json.
+
+    Each Django / channels / channels-redis / redis-py cell gets its own virtualenv and runs
+    the compat-marked tests on both Redis layers. Options go after `--` (try `-- --help`,
+    `-- --list`, `-- --only 'Django5.2-*'`); see compat/README.md.
+    """
+    # uv builds each cell's virtualenv from its global wheel cache in about two seconds,
+    # which is what keeps the whole matrix within half an hour on two cores.
+    session.install("uv>=0.5")
+    session.run("python", "-m", "compat", *session.posargs)

@@ -23,10 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 
-# Executables each command wants, with their Debian package; `required` ones stop the
-# command when missing, the others only narrow what it can do.
+# Executables each command wants, with their Debian package. A missing one narrows what
+# the command can do (WHAT_IS_MISSED) rather than stopping it.
 SYSTEM_NEEDS = {
-    "tests": {"redis-server": "redis-server", "chromium": "chromium", "chromedriver": "chromium-driver"},
+    "tests": {
+        "redis-server": "redis-server",
+        "chromium": "chromium",
+        "chromedriver": "chromium-driver",
+    },
     "bench": {"redis-server": "redis-server"},
     "serve": {},
 }

@@ -4,8 +4,9 @@ This is the one place that knows how: the pytest fixtures (conftest.py), the loa
 benchmark (``python -m load bench``) and the nox sessions all come through here.
 Everything binds to loopback, on a free port, and every wait is bounded in time.
 
-    with RedisServer.start() as redis, DaphneServer.start(layer="redis", redis_url=redis.url) as chat:
-        print(chat.ws_url)
+    with RedisServer.start() as redis:
+        with DaphneServer.start(layer="redis", redis_url=redis.url) as chat:
+            print(chat.ws_url)
 
 ``python services.py serve --layer redis`` serves the chat in the foreground (nox -s serve).
 """
@@ -150,12 +151,18 @@ class RedisServer:
         process = subprocess.Popen(
             [
                 executable,
-                "--port", str(port),
-                "--bind", host,
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(workdir),
-                "--daemonize", "no",
+                "--port",
+                str(port),
+                "--bind",
+                host,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+                "--daemonize",
+                "no",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -165,8 +172,11 @@ class RedisServer:
         server = cls(process, port, workdir, host)
         try:
             _wait_until(
-                server.ping, timeout=timeout, process=process,
-                what=f"redis-server on port {port}", log=server.log_path,
+                server.ping,
+                timeout=timeout,
+                process=process,
+                what=f"redis-server on port {port}",
+                log=server.log_path,
             )
         except BaseException:
             server.stop()
@@ -284,8 +294,11 @@ class DaphneServer:
         server = cls(process, host, port, log_path, chat_env)
         try:
             _wait_until(
-                server.serves_index, timeout=timeout, process=process,
-                what=f"daphne ({layer}, {consumer}) on port {port}", log=log_path,
+                server.serves_index,
+                timeout=timeout,
+                process=process,
+                what=f"daphne ({layer}, {consumer}) on port {port}",
+                log=log_path,
             )
         except BaseException:
             server.stop()
@@ -318,8 +331,16 @@ class DaphneServer:
 
 def _server_command(via: str, host: str, port: int) -> list[str]:
     if via == "daphne":
-        return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
-                "mysite.asgi:application"]
+        return [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            host,
+            "-p",
+            str(port),
+            "mysite.asgi:application",
+        ]
     if via == "runserver":
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return [sys.executable, "manage.py", "runserver", "--noreload", address]
@@ -375,18 +396,26 @@ def _serve(argv: list[str] | None = None) -> int:
         "throw-away redis-server for the Redis layers unless REDIS_URL is set.",
     )
     parser.add_argument("command", choices=["serve"])
-    parser.add_argument("--layer", default=os.environ.get("CHANNEL_LAYER", "inmemory"),
-                        help="inmemory (default), redis, redis-pubsub or a dotted path")
+    parser.add_argument(
+        "--layer",
+        default=os.environ.get("CHANNEL_LAYER", "inmemory"),
+        help="inmemory (default), redis, redis-pubsub or a dotted path",
+    )
     parser.add_argument("--consumer", choices=CONSUMERS, default="async")
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     args = parser.parse_args(argv)
     try:
         with redis_for(args.layer) as redis_url:
-            env = {**os.environ, **chat_environment(
-                layer=args.layer, consumer=args.consumer, redis_url=redis_url)}
-            print(f"Serving the chat on http://{args.host}:{args.port}/chat/ "
-                  f"(layer {args.layer}, consumer {args.consumer}); Ctrl-C stops it.", flush=True)
+            env = {
+                **os.environ,
+                **chat_environment(layer=args.layer, consumer=args.consumer, redis_url=redis_url),
+            }
+            print(
+                f"Serving the chat on http://{args.host}:{args.port}/chat/ "
+                f"(layer {args.layer}, consumer {args.consumer}); Ctrl-C stops it.",
+                flush=True,
+            )
             command = _server_command("daphne", args.host, args.port)
             with contextlib.suppress(KeyboardInterrupt):
                 return subprocess.call(command, cwd=APP_DIR, env=env)

@@ -104,18 +104,14 @@ class SyncChatConsumer(WebsocketConsumer):
             return
 
         # Join room group
-        async_to_sync(self.channel_layer.group_add)(
-            self.room_group_name, self.channel_name
-        )
+        async_to_sync(self.channel_layer.group_add)(self.room_group_name, self.channel_name)
 
         self.accept()
 
     def disconnect(self, close_code):
         # Leave room group
         if is_valid_room_name(self.room_name):
-            async_to_sync(self.channel_layer.group_discard)(
-                self.room_group_name, self.channel_name
-            )
+            async_to_sync(self.channel_layer.group_discard)(self.room_group_name, self.channel_name)
 
     # Receive message from WebSocket
     def receive(self, text_data=None, bytes_data=None):

@@ -69,12 +69,16 @@ def test_a_dotted_path_selects_any_layer_class_with_its_config():
 BAD_ENVIRONMENTS = {
     "unknown-layer": ({"CHANNEL_LAYER": "kafka"}, "CHANNEL_LAYER='kafka'", "inmemory, redis"),
     "unimportable-layer": (
-        {"CHANNEL_LAYER": "nowhere.Layer"}, "CHANNEL_LAYER='nowhere.Layer'", "cannot import",
+        {"CHANNEL_LAYER": "nowhere.Layer"},
+        "CHANNEL_LAYER='nowhere.Layer'",
+        "cannot import",
     ),
     "config-not-json": ({"CHANNEL_LAYER_CONFIG": "{capacity: 1}"}, "CHANNEL_LAYER_CONFIG", "JSON"),
     "config-not-object": ({"CHANNEL_LAYER_CONFIG": "[1]"}, "CHANNEL_LAYER_CONFIG", "object"),
     "redis-url-not-redis": (
-        {"CHANNEL_LAYER": "redis", "REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL", "redis://",
+        {"CHANNEL_LAYER": "redis", "REDIS_URL": "http://127.0.0.1:6379"},
+        "REDIS_URL",
+        "redis://",
     ),
     "unknown-consumer": ({"CHAT_CONSUMER": "threaded"}, "CHAT_CONSUMER='threaded'", "async, sync"),
     "limit-not-a-number": ({"CHAT_MAX_MESSAGE_CHARS": "lots"}, "CHAT_MAX_MESSAGE_CHARS", "whole"),
