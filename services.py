@@ -405,6 +405,10 @@ def _serve(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     args = parser.parse_args(argv)
+    if args.layer not in LAYERS and "." not in args.layer:
+        parser.error(
+            f"unknown layer {args.layer!r}: use one of {', '.join(LAYERS)} or a dotted path"
+        )
     try:
         with redis_for(args.layer) as redis_url:
             env = {
@@ -412,7 +416,7 @@ def _serve(argv: list[str] | None = None) -> int:
                 **chat_environment(layer=args.layer, consumer=args.consumer, redis_url=redis_url),
             }
             print(
-                f"Serving the chat on http://{args.host}:{args.port}/chat/ "
+                f"Starting the chat on http://{args.host}:{args.port}/chat/ "
                 f"(layer {args.layer}, consumer {args.consumer}); Ctrl-C stops it.",
                 flush=True,
             )
