@@ -1,6 +1,8 @@
 """Consumer tests: WebsocketCommunicator through the real routing (mysite.asgi.application),
 for both consumers, on every channel layer (the Redis ones against a real redis-server).
 
+The tests marked ``compat`` are the quick core that every cell of `nox -s compat` runs.
+
 Absence is never shown by waiting alone: each isolation check is followed by a positive
 control whose message must arrive first, so a leaked message would be seen before it.
 """
@@ -88,6 +90,7 @@ async def leave(*communicators: WebsocketCommunicator) -> None:
 # --- delivery -------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 async def test_message_reaches_every_member_of_the_room_sender_included(application):
     room = unique_room()
     members = [await join(application, room) for _ in range(3)]
@@ -101,6 +104,7 @@ async def test_message_reaches_every_member_of_the_room_sender_included(applicat
     await leave(*members)
 
 
+@pytest.mark.compat
 async def test_messages_arrive_in_the_order_sent(application):
     room = unique_room()
     sender, listener = await join(application, room), await join(application, room)
@@ -114,6 +118,7 @@ async def test_messages_arrive_in_the_order_sent(application):
     await leave(sender, listener)
 
 
+@pytest.mark.compat
 async def test_message_stays_in_its_room(application):
     room_1, room_2 = unique_room("one"), unique_room("two")
     alice, bob = await join(application, room_1), await join(application, room_1)
