@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -36,9 +37,15 @@ def redis_url() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(params=LAYERS)
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=pytest.mark.redis if name in REDIS_LAYERS else ())
+        for name in LAYERS
+    ]
+)
 def layer(request: pytest.FixtureRequest) -> str:
-    """Each channel layer in turn: inmemory, redis, redis-pubsub (ids are the layer names)."""
+    """Each channel layer in turn: inmemory, redis, redis-pubsub (ids are the layer names);
+    the Redis ones carry the ``redis`` mark, so ``-m "not redis"`` runs InMemory alone."""
     return request.param
 
 
@@ -51,42 +58,37 @@ def layer_redis_url(request: pytest.FixtureRequest, layer: str) -> str | None:
 
 
 class LiveServers:
-    """Daphne servers started on demand and kept for the session, one set per
-    (layer, consumer, count), all Redis layers sharing the session's Redis."""
+    """Daphne servers started on demand and kept for the session, one list per (layer,
+    consumer), all Redis layers sharing the session's Redis: ``count=2`` hands out the
+    server ``count=1`` does and starts just one more."""
 
     def __init__(self, request: pytest.FixtureRequest, tmp_dir) -> None:
         self._request = request
         self._tmp_dir = tmp_dir
-        self._started: dict[tuple[str, str, int], list[DaphneServer]] = {}
+        self._started: dict[tuple[str, str], list[DaphneServer]] = {}
 
     def get(self, layer: str, consumer: str = "async", count: int = 1) -> list[DaphneServer]:
-        key = (layer, consumer, count)
-        if key not in self._started:
+        servers = self._started.setdefault((layer, consumer), [])
+        if len(servers) < count:
             redis_url = None
             if layer in REDIS_LAYERS:
                 redis_url = self._request.getfixturevalue("redis_url")
-            servers: list[DaphneServer] = []
-            try:
-                for _ in range(count):
-                    servers.append(
-                        DaphneServer.start(
-                            layer=layer,
-                            consumer=consumer,
-                            redis_url=redis_url,
-                            log_dir=self._tmp_dir / f"{layer}-{consumer}-{count}",
-                        )
+            while len(servers) < count:  # any started before a failure are stopped at the end
+                servers.append(
+                    DaphneServer.start(
+                        layer=layer,
+                        consumer=consumer,
+                        redis_url=redis_url,
+                        log_dir=self._tmp_dir / f"{layer}-{consumer}",
                     )
-            except ServiceError:
-                for server in servers:
-                    server.stop()
-                raise
-            self._started[key] = servers
-        return self._started[key]
+                )
+        return servers[:count]
 
     def stop_all(self) -> None:
-        for servers in self._started.values():
-            for server in servers:
-                server.stop()
+        servers = [server for started in self._started.values() for server in started]
+        # Each takes a fraction of a second to shut down; wait for them together.
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(DaphneServer.stop, servers))
         self._started.clear()
 
 

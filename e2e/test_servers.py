@@ -1,0 +1,60 @@
+"""One room across two Daphne processes: a browser window on each server, same room.
+
+A deployment runs several server processes; the channel layer is what carries a room's
+messages between them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e.browser import Browser, LiveChat, UniqueRoom
+from services import REDIS_LAYERS
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("layer", REDIS_LAYERS)
+def test_two_servers_sharing_redis_deliver_each_others_messages(
+    layer: str, live_chat: LiveChat, browser: Browser, unique_room: UniqueRoom
+) -> None:
+    first_server, second_server = live_chat(layer, count=2)
+    assert first_server.pid != second_server.pid
+    room = unique_room("room")
+    on_first = browser.open_room(first_server, room)
+    on_second = browser.open_room(second_server, room)
+
+    on_first.type_message("posted through server 1")
+    on_first.wait_for_log(["posted through server 1"])
+    on_second.wait_for_log(["posted through server 1"])
+
+    on_second.type_message("posted through server 2")
+    on_first.wait_for_log(["posted through server 1", "posted through server 2"])
+    on_second.wait_for_log(["posted through server 1", "posted through server 2"])
+
+
+def test_two_servers_on_the_inmemory_layer_do_not_share_a_room(
+    live_chat: LiveChat, browser: Browser, unique_room: UniqueRoom
+) -> None:
+    """Expected behaviour, not a bug: InMemoryChannelLayer keeps its groups in the memory
+    of one process, so each server has a room of that name of its own. That is why it is
+    for development and tests, and a deployment with several processes needs Redis.
+
+    Positive control: each window still receives its own messages, so both sockets are
+    open and in their server's room; the same steps on the Redis layers (the test above)
+    do carry each message to the other server."""
+    first_server, second_server = live_chat("inmemory", count=2)
+    assert first_server.pid != second_server.pid
+    room = unique_room("room")
+    on_first = browser.open_room(first_server, room)
+    on_second = browser.open_room(second_server, room)
+
+    on_first.type_message("posted through server 1")
+    on_first.wait_for_log(["posted through server 1"])
+
+    on_second.type_message("posted through server 2")
+    on_second.wait_for_log(["posted through server 2"])  # and not server 1's message
+
+    on_first.type_message("posted through server 1 again")
+    on_first.wait_for_log(["posted through server 1", "posted through server 1 again"])
