@@ -17,6 +17,14 @@ LAYER_BACKENDS = {
 }
 REDIS_LAYERS = ("redis", "redis-pubsub")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# redis-py 8 changed two defaults of the connection pool that channels-redis builds from
+# a host URL: at most 100 connections (past about 100 sockets per server, handshakes fail
+# with MaxConnectionsError) and a 5 s read timeout (as long as channels-redis's 5 s
+# blocking receive, so a reply a little late kills the consumer and closes its socket).
+# Give the pool what redis-py 5 to 7 did: no read timeout, and a connection limit far above
+# what one server process uses but well below Redis's own 10,000 clients. A connect
+# timeout keeps an unreachable Redis from hanging a handshake forever.
+REDIS_POOL_OPTIONS = {"max_connections": 1000, "socket_timeout": None, "socket_connect_timeout": 5}
 CONSUMERS = ("async", "sync")
 DEFAULT_MAX_MESSAGE_CHARS = 65536
 
@@ -53,7 +61,7 @@ def channel_layers(environ: Mapping[str, str]) -> dict[str, Any]:
                 f"REDIS_URL={redis_url!r} is not a Redis URL: use redis://HOST:PORT/DB "
                 "or rediss://HOST:PORT/DB"
             )
-        config["hosts"] = [redis_url]
+        config["hosts"] = [{"address": redis_url, **REDIS_POOL_OPTIONS}]
     config.update(_layer_config_overrides(environ.get("CHANNEL_LAYER_CONFIG", "")))
     layer_settings: dict[str, Any] = {"BACKEND": backend}
     if config:

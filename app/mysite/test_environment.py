@@ -40,17 +40,30 @@ def test_redis_layers_use_redis_url_and_merge_layer_config(layer, backend):
     )
     assert layers["default"] == {
         "BACKEND": backend,
-        "CONFIG": {"hosts": ["redis://127.0.0.1:7000/3"], "capacity": 500, "expiry": 5},
+        "CONFIG": {
+            "hosts": [{"address": "redis://127.0.0.1:7000/3", **environment.REDIS_POOL_OPTIONS}],
+            "capacity": 500,
+            "expiry": 5,
+        },
     }
 
 
 def test_redis_url_defaults_to_local_redis_and_config_may_replace_hosts():
     layers = environment.channel_layers({"CHANNEL_LAYER": "redis"})
-    assert layers["default"]["CONFIG"] == {"hosts": ["redis://127.0.0.1:6379/0"]}
+    (host,) = layers["default"]["CONFIG"]["hosts"]
+    assert host["address"] == "redis://127.0.0.1:6379/0"
     layers = environment.channel_layers(
         {"CHANNEL_LAYER": "redis", "CHANNEL_LAYER_CONFIG": '{"hosts": ["redis://h:1/0"]}'}
     )
     assert layers["default"]["CONFIG"] == {"hosts": ["redis://h:1/0"]}
+
+
+def test_redis_pool_keeps_pre_redis_py_8_behaviour():
+    """redis-py 8 would cap the pool at 100 connections and time reads out after 5 s, as
+    long as channels-redis's blocking receive; see environment.REDIS_POOL_OPTIONS."""
+    (host,) = environment.channel_layers({"CHANNEL_LAYER": "redis"})["default"]["CONFIG"]["hosts"]
+    assert host["socket_timeout"] is None
+    assert host["max_connections"] >= 1000
 
 
 def test_a_dotted_path_selects_any_layer_class_with_its_config():

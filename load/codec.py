@@ -1,0 +1,81 @@
+"""The measurement data carried inside a chat message's text.
+
+A message is ``chatload|<run>|<room>|<msg id>|<send time ns>``: the run id, the room the
+sender is in, a globally unique id (sender process token + sequence number) and
+``time.time_ns()`` taken just before the frame is written. It uses only characters that
+JSON does not escape, so the tutorial server's ``json.dumps({"message": text})`` reaches
+every member byte for byte and the receiver can slice it without a JSON parser; any other
+shape (another server's spacing, escapes) falls back to ``json.loads``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import NamedTuple
+
+MAGIC = "chatload"
+# What the tutorial consumer sends: json.dumps({"message": text}) with default separators.
+SERVER_PREFIX = b'{"message": "'
+SERVER_SUFFIX = b'"}'
+SAFE_FIELD = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+class Stamp(NamedTuple):
+    """The decoded measurement fields of one chat message."""
+
+    run_id: str
+    room: str
+    msg_id: str
+    send_ns: int
+
+
+def encode_text(run_id: str, room: str, msg_id: str, send_ns: int) -> str:
+    """The ``message`` string for one send."""
+    return f"{MAGIC}|{run_id}|{room}|{msg_id}|{send_ns}"
+
+
+def encode_frame_payload(text: str) -> bytes:
+    """The client's text frame payload: ``{"message": "<text>"}`` (text needs no escaping)."""
+    return b'{"message": "' + text.encode() + b'"}'
+
+
+def parse_text(text: str) -> Stamp | None:
+    """Fields of a measurement message, or None if ``text`` is not one."""
+    parts = text.split("|")
+    if len(parts) != 5 or parts[0] != MAGIC:
+        return None
+    try:
+        send_ns = int(parts[4])
+    except ValueError:
+        return None
+    return Stamp(parts[1], parts[2], parts[3], send_ns)
+
+
+def parse_server_payload(payload: bytes) -> tuple[Stamp | None, str | None]:
+    """Decode a server frame: (stamp, None) for a measurement message, (None, reason) else.
+
+    The fast path slices the tutorial server's exact framing; anything else goes
+    through ``json.loads`` so a server with other JSON spacing still measures.
+    """
+    if payload.startswith(SERVER_PREFIX) and payload.endswith(SERVER_SUFFIX):
+        body = payload[len(SERVER_PREFIX) : -len(SERVER_SUFFIX)]
+        if b"\\" not in body and b'"' not in body:
+            try:
+                stamp = parse_text(body.decode())
+            except UnicodeDecodeError:
+                return None, "frame is not UTF-8"
+            if stamp is not None:
+                return stamp, None
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None, "frame is not JSON"
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        stamp = parse_text(data["message"])
+        if stamp is not None:
+            return stamp, None
+        return None, "message is not a load-test message"
+    if isinstance(data, dict) and "error" in data:
+        return None, f"server error frame: {str(data['error'])[:120]}"
+    return None, "frame has no string message"

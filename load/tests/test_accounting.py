@@ -1,0 +1,214 @@
+"""The pure parts: message codec, histogram accuracy, exact delivery arithmetic, merging
+tallies from several processes, and the WebSocket framing. No Locust, no network."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+
+import pytest
+
+from load.codec import encode_frame_payload, encode_text, parse_server_payload, parse_text
+from load.scenarios import Plan, send_times
+from load.stats import LogHistogram, SocketLedger, Tally, firm_expected, summarize
+from load.wire import OP_TEXT, FrameParser, encode_client_frame, mask_payload
+
+SECOND = 1_000_000_000
+
+
+def server_frame(text: str) -> bytes:
+    """What the tutorial consumer sends for ``text``."""
+    return json.dumps({"message": text}).encode()
+
+
+def test_codec_round_trip_through_the_servers_json() -> None:
+    text = encode_text("ab12cd", "ab12cd-3", "p1f2as4.17", 1_700_000_000_123_456_789)
+    assert json.loads(encode_frame_payload(text)) == {"message": text}
+    stamp, problem = parse_server_payload(server_frame(text))
+    assert problem is None
+    assert stamp == parse_text(text)
+    assert stamp.room == "ab12cd-3" and stamp.send_ns == 1_700_000_000_123_456_789
+
+
+def test_codec_falls_back_to_json_for_other_spacing_and_reports_other_frames() -> None:
+    text = encode_text("r", "r-1", "m.1", 5)
+    assert parse_server_payload(json.dumps({"message": text}, separators=(",", ":")).encode())[0]
+    assert parse_server_payload(b'{"error": "too long"}') == (None, "server error frame: too long")
+    assert parse_server_payload(server_frame("hello")) == (
+        None,
+        "message is not a load-test message",
+    )
+    assert parse_server_payload(b"not json")[1] == "frame is not JSON"
+
+
+def test_histogram_quantiles_are_within_one_percent() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(7, 1.5) for _ in range(20_000)]  # µs, ~1 ms median
+    histogram = LogHistogram()
+    for value in values:
+        histogram.add(value)
+    ordered = sorted(values)
+    for q in (0.5, 0.9, 0.99, 0.999):
+        exact = ordered[math.ceil(q * len(ordered)) - 1]
+        assert abs(histogram.quantile(q) - exact) / exact <= 0.01, q
+    assert histogram.quantile(1.0) == max(values)
+
+
+def test_histogram_merge_equals_one_histogram_of_everything() -> None:
+    rng = random.Random(3)
+    values = [rng.uniform(50, 5000) for _ in range(3000)]
+    whole, left, right = LogHistogram(), LogHistogram(), LogHistogram()
+    for i, value in enumerate(values):
+        whole.add(value)
+        (left if i % 3 else right).add(value)
+    left.merge(LogHistogram.from_dict(json.loads(json.dumps(right.to_dict()))))
+    assert left.buckets == whole.buckets
+    assert (left.count, left.max, left.min) == (whole.count, whole.max, whole.min)
+
+
+def ledger_for(tally: Tally, room: str, join_s: float, grace_s: float = 2.0) -> SocketLedger:
+    return SocketLedger(tally, "run", room, int(join_s * SECOND), int(grace_s * SECOND))
+
+
+def stamp(room: str, msg_id: str, send_s: float):
+    return parse_text(encode_text("run", room, msg_id, int(send_s * SECOND)))
+
+
+def test_firm_window_ambiguous_deliveries_and_losses() -> None:
+    tally = Tally()
+    # A socket that joined at 10 s and starts leaving at 20 s: firm for sends in [10, 18].
+    ledger = ledger_for(tally, "run-1", join_s=10)
+    sends = {"early": 9.5, "a": 11, "b": 15, "c": 17.9, "late": 19, "missing": 16}
+    for send_s in sends.values():
+        tally.sends.append(("run-1", int(send_s * SECOND)))
+    for msg_id in ("early", "a", "b", "c", "late"):  # "missing" never arrives
+        ledger.deliver(stamp("run-1", msg_id, sends[msg_id]), int((sends[msg_id] + 0.001) * SECOND))
+    ledger.deliver(stamp("run-1", "b", 15), int(15.5 * SECOND))  # a second copy
+    ledger.deliver(stamp("run-2", "x", 12), int(12.1 * SECOND))  # another room's message
+    ledger.start_leaving(20 * SECOND)
+    assert tally.memberships == [("run-1", 10 * SECOND, 18 * SECOND)]
+    result = summarize(tally, send_window_s=10)
+    # firm: a, b, c, missing -> 4 expected, 3 delivered; early and late are ambiguous
+    assert result["ambiguous"] == 2
+    assert (result["expected"], result["delivered"], result["lost"]) == (6, 5, 1)
+    assert (result["duplicated"], result["leaked"]) == (1, 1)
+    assert result["latency_samples"] == 5
+    assert result["accounting_consistent"]
+
+
+def test_pending_deliveries_become_firm_once_older_than_grace() -> None:
+    tally = Tally()
+    ledger = ledger_for(tally, "run-1", join_s=0, grace_s=1)
+    ledger.deliver(stamp("run-1", "m1", 5), int(5.01 * SECOND))
+    assert tally.counters["delivered_firm"] == 0  # may still fall in the close window
+    ledger.deliver(stamp("run-1", "m2", 7), int(7.01 * SECOND))
+    assert tally.counters["delivered_firm"] == 1  # m1 is now more than 1 s old
+
+
+def test_firm_expected_counts_members_at_send_time() -> None:
+    memberships = [("r", 0, 100), ("r", 50, 200), ("r", 300, 250), ("s", 0, 1000)]
+    # the third window is empty (left within grace of joining) and counts for nothing
+    sends = [("r", 10), ("r", 50), ("r", 100), ("r", 150), ("r", 260), ("s", 5), ("t", 5)]
+    assert firm_expected(sends, memberships) == 1 + 2 + 2 + 1 + 0 + 1 + 0
+
+
+def simulate_process(plan_rooms: dict[str, list[str]], process: int, seed: int) -> Tally:
+    """One load process's tally for sockets ``process::N``: every member of a room gets
+    every message sent in it, except a fixed, known set that is dropped."""
+    rng = random.Random(seed)
+    tally = Tally()
+    for room, members in plan_rooms.items():
+        for member in members:
+            if not member.startswith(f"{process}:"):
+                continue
+            ledger = ledger_for(tally, room, join_s=1)
+            for sender_index in range(len(members)):
+                for seq in range(5):
+                    send_s = 2 + seq + sender_index * 0.01
+                    msg_id = f"{sender_index}.{seq}"
+                    if (member, msg_id) in DROPPED:
+                        continue
+                    ledger.deliver(
+                        stamp(room, msg_id, send_s),
+                        int((send_s + rng.uniform(0.0005, 0.005)) * SECOND),
+                    )
+            ledger.start_leaving(12 * SECOND)
+        # the sends of this process's members
+        for sender_index, member in enumerate(members):
+            if member.startswith(f"{process}:"):
+                for seq in range(5):
+                    tally.sends.append((room, int((2 + seq + sender_index * 0.01) * SECOND)))
+                    tally.counters["sent"] += 1
+    tally.processes.append({"cpu_s": 0.5, "wall_s": 10.0})
+    return tally
+
+
+DROPPED = {("0:1", "1.3"), ("1:2", "0.0"), ("1:2", "2.4")}
+
+
+def test_counts_are_exact_when_rooms_span_several_processes() -> None:
+    # Rooms whose members live in different load processes (as with locust --processes).
+    rooms = {"run-a": ["0:0", "1:0", "2:0"], "run-b": ["0:1", "1:1", "1:2", "2:1"]}
+    merged = Tally()
+    for process in range(3):
+        shipped = simulate_process(rooms, process, seed=process).to_dict()
+        merged.merge(Tally.from_dict(json.loads(json.dumps(shipped))))
+    result = summarize(merged, send_window_s=10)
+    sent = 5 * (3 + 4)
+    expected = 5 * 3 * 3 + 5 * 4 * 4
+    assert (result["sent"], result["expected"]) == (sent, expected)
+    assert result["lost"] == len(DROPPED)
+    assert result["delivered"] == expected - len(DROPPED)
+    assert (result["duplicated"], result["leaked"], result["ambiguous"]) == (0, 0, 0)
+    assert result["client_processes"] == 3 and result["client_cpu_s"] == 1.5
+
+
+def test_send_times_are_spread_not_lockstep() -> None:
+    first = send_times(0, 100, 1.0, random.Random(1))
+    second = send_times(0, 100, 1.0, random.Random(2))
+    assert 80 <= len(first) <= 120
+    assert first[0] != second[0]
+    gaps = [b - a for a, b in itertools.pairwise(first)]
+    assert min(gaps) >= 0.5 and max(gaps) <= 1.5 and len(set(gaps)) > 10
+
+
+def test_rooms_spread_over_servers_and_isolation_names_are_confusable() -> None:
+    plan = Plan("isolation", "x", 6, 1.0, 10, 1, 2, ("ws://a:1", "ws://b:2"))
+    assert [plan.room_name(i) for i in range(3)] == ["x-0", "x-0.", "x-0_"]
+    members_of_room_0 = [u for u in range(24) if plan.room_of_user(u) == plan.room_name(0)]
+    assert {plan.target_of_user(u) for u in members_of_room_0} == {"ws://a:1", "ws://b:2"}
+
+
+def test_client_frames_are_masked_and_server_frames_parse_from_one_buffer() -> None:
+    payload = "ü" * 70_000
+    frame = encode_client_frame(payload.encode())
+    assert frame[1] & 0x80 and frame[1] & 0x7F == 127
+    key = frame[10:14]
+    assert mask_payload(frame[14:], key) == payload.encode()
+
+    def unmasked(data: bytes) -> bytes:  # a server frame (never masked)
+        length = len(data)
+        if length < 126:
+            return bytes([0x81, length]) + data
+        return bytes([0x81, 126]) + length.to_bytes(2, "big") + data
+
+    stream = (
+        unmasked(b"a" * 10)
+        + unmasked(b"b" * 300)
+        + bytes([0x01, 2])
+        + b"xy"
+        + bytes([0x80, 1])
+        + b"z"
+    )
+    parser = FrameParser()
+    out = []
+    for i in range(0, len(stream), 7):  # arbitrary chunk boundaries
+        out += parser.feed(stream[i : i + 7])
+    assert out == [(OP_TEXT, b"a" * 10), (OP_TEXT, b"b" * 300), (OP_TEXT, b"xyz")]
+
+
+@pytest.mark.parametrize("bad", [b"\xff\xfe", b'{"message": 3}'])
+def test_unusable_frames_are_problems_not_crashes(bad: bytes) -> None:
+    assert parse_server_payload(bad)[0] is None

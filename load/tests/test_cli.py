@@ -1,0 +1,94 @@
+"""The command line: bad input and unreachable targets are one clear line, exit non-zero,
+and write nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from load.tests.conftest import run_load
+from services import free_port
+
+pytestmark = pytest.mark.load
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "--target", "ws://127.0.0.1:1", "--users", "0"], "'0' must be at least 1"),
+        (["run", "--target", "http://x:1"], "target must look like ws://HOST:PORT"),
+        (["run"], "--target"),
+        (["run", "--target", "ws://127.0.0.1:1", "--scenario", "storm"], "invalid choice"),
+        (["run", "--target", "ws://127.0.0.1:1", "--rate", "fast"], "'fast' is not a number"),
+        (["run", "--target", "ws://127.0.0.1:1", "--duration", "0"], "must be more than 0"),
+        (["bench", "--layers", "inmemory,kafka"], "unknown layer 'kafka'"),
+        (["bench", "--consumer", "threads"], "invalid choice"),
+        (["fly"], "invalid choice"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(args: list[str], needle: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    finished = run_load(*args, "--out", str(out)) if args[0] != "fly" else run_load(*args)
+    assert finished.returncode == 2
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1, finished.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in finished.stderr
+    assert not out.exists()
+
+
+def test_inconsistent_shapes_are_refused_in_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rooms = run_load(
+        "run", "--target", "ws://127.0.0.1:1", "--users", "3", "--rooms", "5", "--out", str(out)
+    )
+    servers = run_load("bench", "--servers", "2", "--layers", "inmemory,redis", "--out", str(out))
+    for finished, needle in (
+        (rooms, "rooms would be empty"),
+        (servers, "InMemoryChannelLayer lives inside one process"),
+    ):
+        assert finished.returncode == 1
+        assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
+        assert needle in finished.stderr
+    assert not out.exists()
+
+
+def test_unreachable_target_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    target = f"ws://127.0.0.1:{free_port()}"  # nothing listens there
+    finished = run_load("run", "--target", target, "--duration", "1", "--out", str(out))
+    assert finished.returncode == 1
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1, finished.stderr
+    assert f"cannot open a chat WebSocket on {target}" in lines[0]
+    assert "refused" in lines[0].lower()
+    assert finished.stdout == ""
+    assert not out.exists()
+
+
+def test_help_explains_every_flag() -> None:
+    for command, flags in (
+        ("run", ("--target", "--scenario", "--users", "--rooms", "--rate", "--duration", "--out")),
+        ("bench", ("--layers", "--servers", "--consumer", "--scenario", "--users", "--out")),
+    ):
+        finished = run_load(command, "--help")
+        assert finished.returncode == 0
+        for flag in flags:
+            assert flag in finished.stdout
+
+
+@pytest.mark.usefixtures("load_dependencies")
+def test_bench_without_redis_measures_inmemory_and_says_what_to_install(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # A PATH without redis-server (but with this Python, which is called by path).
+    environ = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    environ["PATH"] = str(tmp_path)
+    finished = run_load(
+        "bench", "--users", "4", "--rooms", "2", "--duration", "1", "--drain", "1",
+        "--out", str(out), env=environ,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    assert "sudo apt-get install redis-server" in finished.stdout
+    assert [run["layer"] for run in finished.summary(out)["runs"]] == ["inmemory"]

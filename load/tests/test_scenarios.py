@@ -1,0 +1,128 @@
+"""Short real runs: each scenario on each layer delivers everything and leaks nothing;
+the counters stay exact with several Locust processes; 200+ sockets per Redis layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from load.scenarios import SCENARIOS
+from load.tests.conftest import run_load
+
+pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
+
+# Small and short: the point is correctness, not load (benchmarks measure load).
+SMOKE_SHAPES = {
+    "fanout": ["--users", "12", "--rooms", "3", "--rate", "2"],
+    "isolation": ["--users", "24", "--rate", "2"],
+    "churn": ["--users", "10", "--rooms", "2", "--rate", "2", "--duration", "5"],
+    "idle": ["--users", "30"],
+}
+
+
+def run_against(server_url: str, out: Path, *args: str) -> dict:
+    finished = run_load("run", "--target", server_url, "--out", str(out), *args)
+    assert finished.returncode == 0, finished.stderr
+    summary = finished.summary(out)
+    assert (out / "report.html").exists()
+    assert (out / "locust" / "locust_stats.csv").exists()
+    assert (out / "locust" / "locust.html").exists()
+    return summary
+
+
+def assert_clean(run: dict) -> None:
+    """Everything expected arrived once, in the right room, without errors."""
+    assert run["errors"] == 0, run["errors_by_kind"]
+    assert run["leaked"] == 0
+    assert run["duplicated"] == 0
+    assert run["lost"] == 0
+    assert run["delivered"] == run["expected"]
+    assert run["delivery_ratio"] == 1.0
+    assert run["latency_samples"] == run["delivered"]
+    assert run["accounting_consistent"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_scenario_delivers_everything_without_leaks(
+    layer: str, scenario: str, live_chat, tmp_path: Path
+) -> None:
+    (server,) = live_chat(layer)
+    summary = run_against(
+        server.ws_url,
+        tmp_path,
+        "--scenario",
+        scenario,
+        "--duration",
+        "2",
+        "--drain",
+        "2",
+        *SMOKE_SHAPES[scenario],
+    )
+    (run,) = summary["runs"]
+    assert run["scenario"] == scenario
+    assert_clean(run)
+    assert run["server_cpu_s"] is None  # run cannot know the server's process
+    if scenario == "idle":
+        assert run["sent"] == 0 and run["connects"] == 30
+    else:
+        assert run["sent"] > 0
+        assert run["expected"] >= run["sent"]
+    if scenario == "fanout":
+        # Everyone joined during the warm-up and stayed: each message is expected at
+        # exactly the 4 members of its room, none ambiguously.
+        assert run["ambiguous"] == 0
+        assert run["expected"] == run["sent"] * 4
+    if scenario == "churn":
+        assert run["connects"] > 10  # users came back for more sessions
+
+
+def test_counts_stay_exact_with_two_locust_processes(live_chat, tmp_path: Path) -> None:
+    (server,) = live_chat("inmemory")
+    summary = run_against(
+        server.ws_url,
+        tmp_path,
+        "--processes",
+        "2",
+        "--users",
+        "20",
+        "--rooms",
+        "4",
+        "--rate",
+        "2",
+        "--duration",
+        "2",
+        "--drain",
+        "2",
+    )
+    (run,) = summary["runs"]
+    assert run["client_processes"] == 2  # two workers each reported a tally
+    assert_clean(run)
+    assert run["ambiguous"] == 0
+    # rooms of 5 whose members are split between the two processes
+    assert run["expected"] == run["sent"] * 5
+    assert run["connects"] == 20
+
+
+@pytest.mark.compat
+@pytest.mark.redis
+@pytest.mark.parametrize("layer", ["redis", "redis-pubsub"], indirect=True)
+def test_two_hundred_sockets_on_a_redis_layer(layer: str, live_chat, tmp_path: Path) -> None:
+    (server,) = live_chat(layer)
+    summary = run_against(
+        server.ws_url,
+        tmp_path,
+        "--users",
+        "200",
+        "--rooms",
+        "20",
+        "--rate",
+        "0.5",
+        "--duration",
+        "3",
+        "--drain",
+        "2",
+    )
+    (run,) = summary["runs"]
+    assert run["connects"] == 200
+    assert_clean(run)
