@@ -159,3 +159,32 @@ def test_live_server_refuses_bad_room_names_with_403_not_500(live_chat, room):
     assert asyncio.run(handshake()) == 403
     # Positive control: the same server accepts a good name.
     assert asyncio.run(say_hello(server)) == {"message": "hello"}
+
+
+@pytest.mark.redis
+@pytest.mark.compat
+def test_sockets_idle_past_redis_read_timeout_stay_open(live_chat):
+    """redis-py 8 defaults to a 5 s read timeout, which kills RedisChannelLayer consumers
+    idle for 5 s (see environment.REDIS_POOL_OPTIONS). Idle past it on both Redis layers at
+    once (the idle time is the thing tested, not a wait), then talk."""
+    idle_seconds = 6.5
+
+    async def idle_then_talk(server: DaphneServer) -> list[dict]:
+        room_url = f"{server.ws_url}/ws/chat/idle_{server.port}/"
+        async with (
+            websockets.connect(room_url, origin=server.url, open_timeout=10) as sender,
+            websockets.connect(room_url, origin=server.url, open_timeout=10) as listener,
+        ):
+            await asyncio.sleep(idle_seconds)
+            await sender.send(json.dumps({"message": "still there?"}))
+            return [
+                json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+                for socket in (sender, listener)
+            ]
+
+    async def both_layers() -> list[list[dict]]:
+        servers = [live_chat(layer)[0] for layer in ("redis", "redis-pubsub")]
+        return await asyncio.gather(*(idle_then_talk(server) for server in servers))
+
+    for received in asyncio.run(both_layers()):
+        assert received == [{"message": "still there?"}] * 2

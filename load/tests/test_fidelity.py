@@ -82,5 +82,6 @@ def test_harness_median_latency_matches_an_independent_client(live_chat, tmp_pat
     assert run["lost"] == 0 and run["errors"] == 0 and run["leaked"] == 0
     assert independent["delivered"] == independent["expected"]
     ours, theirs = run["latency_ms"]["p50"], independent["latency_ms"]["p50"]
+    print(f"harness p50 {ours} ms, probe p50 {theirs} ms")  # shown with -rA, for the record
     report = f"harness p50 {ours} ms, probe p50 {theirs} ms\n{harness_stdout}"
     assert abs(ours - theirs) <= 2.0 or 1 / 1.5 <= ours / theirs <= 1.5, report

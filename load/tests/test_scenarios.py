@@ -121,7 +121,9 @@ def test_two_hundred_sockets_on_a_redis_layer(layer: str, live_chat, tmp_path: P
         "--duration",
         "3",
         "--drain",
-        "2",
+        # 200 handshakes and their deliveries on a shared 2-core CI runner: a generous
+        # drain, so that a late delivery is counted as delivered rather than lost.
+        "3",
     )
     (run,) = summary["runs"]
     assert run["connects"] == 200

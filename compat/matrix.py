@@ -1,0 +1,149 @@
+"""Which version combinations `nox -s compat` checks, and what each one installs.
+
+A cell pins one release series of each package under test (``Django~=4.2.0`` is the newest
+4.2.x, ``redis~=5.0`` the newest 5.x: what a user who pins a series gets) and leaves every
+other dependency, the test tools included, to the resolver, inside pyproject.toml's ranges.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+# Django 6 needs Python 3.12, beyond the Python this matrix runs on; redis-py runs from
+# pyproject.toml's floor (5) to the newest major on PyPI when this was written (8).
+# `python -m compat` warns in the report when a newer series of any axis is released.
+AXES: dict[str, tuple[str, ...]] = {
+    "Django": ("4.2", "5.2"),
+    "channels": ("4.2", "4.3"),
+    "channels-redis": ("4.2", "4.3"),
+    "redis": ("5", "6", "7", "8"),
+}
+
+# A cell's name joins package and series: Django4.2-channels4.3-channels-redis4.2-redis6.
+PACKAGES = tuple(AXES)
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """What the project sets so that a combination works: extra pins, or parameters on the
+    Redis URL (REDIS_URL, which both Redis layers read their connection pool options from).
+
+    ``when`` maps packages to the series it applies to; ``reason`` is the line the report
+    shows, and compat/README.md tells users of that combination the same.
+    """
+
+    when: Mapping[str, tuple[str, ...]]
+    reason: str
+    requirements: tuple[str, ...] = ()
+    redis_url_params: Mapping[str, str] = field(default_factory=dict)
+
+    def applies_to(self, series: Mapping[str, str]) -> bool:
+        return all(series.get(package) in allowed for package, allowed in self.when.items())
+
+
+# Settings the matrix applies to some combinations, to record how a failing combination
+# is made to pass by configuration. None are needed now: redis-py 8 lowered two pool
+# defaults that channels-redis relies on (5 s read timeout, 100 connections), which closed
+# every socket idle for 5 s on the redis layer and refused handshakes past 100 at once;
+# the app itself now sets them for every user (REDIS_POOL_OPTIONS in
+# app/mysite/environment.py), so those cells pass as installed.
+ADJUSTMENTS: tuple[Adjustment, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination: a name, the requirements it installs and the Redis URL options
+    it runs with (with the reasons for any adjustment applied)."""
+
+    name: str
+    series: Mapping[str, str]
+    requirements: tuple[str, ...]
+    redis_url_params: Mapping[str, str] = field(default_factory=dict)
+    adjustments: tuple[str, ...] = ()
+
+
+def series_requirement(package: str, series: str) -> str:
+    """``Django~=4.2.0`` (any 4.2.x) for "4.2"; ``redis~=5.0`` (any 5.x) for "5"."""
+    return f"{package}~={series}.0"
+
+
+def make_cell(series: Mapping[str, str], *, adjusted: bool = True) -> Cell:
+    """The cell for one series of each package, with the adjustments that apply to it
+    (none when ``adjusted`` is false: to see what a combination does as installed)."""
+    requirements = [series_requirement(package, series[package]) for package in PACKAGES]
+    redis_url_params: dict[str, str] = {}
+    reasons: list[str] = []
+    for adjustment in ADJUSTMENTS if adjusted else ():
+        if adjustment.applies_to(series):
+            requirements.extend(adjustment.requirements)
+            redis_url_params.update(adjustment.redis_url_params)
+            reasons.append(adjustment.reason)
+    name = "-".join(f"{package}{series[package]}" for package in PACKAGES)
+    return Cell(name, dict(series), tuple(requirements), redis_url_params, tuple(reasons))
+
+
+def all_cells(*, adjusted: bool = True) -> list[Cell]:
+    """Every combination of AXES, Django varying slowest and redis-py fastest."""
+    return [
+        make_cell(dict(zip(PACKAGES, combination, strict=True)), adjusted=adjusted)
+        for combination in itertools.product(*AXES.values())
+    ]
+
+
+def custom_cell(requirements: Iterable[str]) -> Cell:
+    """A cell outside the matrix, from requirement strings such as ``redis~=4.0``: to try
+    one combination by hand (it is not part of the grid, only of the cell list)."""
+    requirements = tuple(requirements)
+    name = "custom-" + re.sub(r"[^A-Za-z0-9.]+", "_", "-".join(requirements)).strip("_")
+    return Cell(name[:100], {}, requirements)
+
+
+def newest_release(package: str, python: str = sys.executable) -> str:
+    """The newest release of ``package`` installable on ``python``, as ``pip index`` sees it;
+    raises LookupError with pip's last line when the index cannot be asked."""
+    try:
+        completed = subprocess.run(
+            [python, "-m", "pip", "index", "versions", package, "--disable-pip-version-check"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise LookupError("pip index versions did not answer within 60 s") from None
+    match = re.search(rf"^{re.escape(package)} \(([^)]+)\)", completed.stdout, re.I | re.M)
+    if completed.returncode != 0 or not match:
+        raise LookupError((completed.stderr.strip().splitlines() or ["no output"])[-1])
+    return match[1]
+
+
+def newer_releases(python: str = sys.executable) -> list[str]:
+    """One line per axis whose newest release (for this Python) is beyond the matrix, and
+    one per package that could not be looked up (never silently "nothing newer")."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(AXES)) as pool:
+        lookups = {package: pool.submit(newest_release, package, python) for package in AXES}
+    notes = []
+    for package, lookup in lookups.items():
+        try:
+            newest = lookup.result()
+        except LookupError as error:
+            notes.append(f"could not look up the newest {package}: {error}")
+            continue
+        covered = max(_version_key(series) for series in AXES[package])
+        # Compare as many components as the axis uses: redis "8" covers every 8.x.
+        if _version_key(newest)[: len(covered)] > covered:
+            notes.append(
+                f"{package} {newest} is released and the matrix stops at "
+                f"{AXES[package][-1]}: add its series to AXES in compat/matrix.py"
+            )
+    return notes
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
