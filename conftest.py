@@ -7,7 +7,7 @@ missing system dependency fails the test; locally it skips with what to install.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -99,30 +99,42 @@ def _live_servers(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[
     live.stop_all()
 
 
+class LiveChat:
+    """What the ``live_chat`` fixture gives a test: call it for running servers; it keeps
+    where each server's log stood when the test first got it, for failure reports."""
+
+    def __init__(self, live_servers: LiveServers) -> None:
+        self._live_servers = live_servers
+        self._log_offsets: dict[int, tuple[DaphneServer, int]] = {}
+
+    def __call__(self, layer: str, consumer: str = "async", count: int = 1) -> list[DaphneServer]:
+        servers = self._live_servers.get(layer, consumer, count)
+        for server in servers:
+            self._log_offsets.setdefault(id(server), (server, server.log_path.stat().st_size))
+        return servers
+
+    def logs_during_test(self) -> list[tuple[DaphneServer, str]]:
+        """Each server this test used, with the log lines written since it got it."""
+        logs = []
+        for server, offset in self._log_offsets.values():
+            with server.log_path.open("rb") as log:
+                log.seek(offset)
+                logs.append((server, log.read().decode(errors="replace")))
+        return logs
+
+
 @pytest.fixture
-def live_chat(
-    request: pytest.FixtureRequest, _live_servers: LiveServers
-) -> Iterator[Callable[..., list[DaphneServer]]]:
+def live_chat(request: pytest.FixtureRequest, _live_servers: LiveServers) -> Iterator[LiveChat]:
     """``live_chat(layer, consumer="async", count=1)`` -> running Daphne servers.
 
     Servers are shared across the session (start-up costs about a second each); when
     the test fails, the server log lines written during it are printed with the failure.
     """
-    handed_out: dict[int, tuple[DaphneServer, int]] = {}
-
-    def get(layer: str, consumer: str = "async", count: int = 1) -> list[DaphneServer]:
-        servers = _live_servers.get(layer, consumer, count)
-        for server in servers:
-            handed_out.setdefault(id(server), (server, server.log_path.stat().st_size))
-        return servers
-
-    yield get
+    chat = LiveChat(_live_servers)
+    yield chat
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
-        for server, offset in handed_out.values():
-            with server.log_path.open("rb") as log:
-                log.seek(offset)
-                text = log.read().decode(errors="replace")
+        for server, text in chat.logs_during_test():
             print(
                 f"\n--- daphne {server.netloc} {server.env} log during the test "
                 f"({server.log_path}) ---\n{text}"

@@ -67,12 +67,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="interpreter the cells' virtualenvs are made from (default: this one)",
     )
     parser.add_argument(
-        "--no-adjustments",
-        action="store_true",
-        help="run the cells without the configuration the project applies to some of them "
-        "(ADJUSTMENTS in compat/matrix.py), to see what those combinations do as installed",
-    )
-    parser.add_argument(
         "--no-newer-check",
         action="store_true",
         help="skip asking the index whether a newer series of a package is out",
@@ -92,7 +86,7 @@ def find_uv() -> str | None:
 def select_cells(args: argparse.Namespace) -> list[Cell]:
     if args.cell:
         return [custom_cell(spec.split()) for spec in args.cell]
-    cells = all_cells(adjusted=not args.no_adjustments)
+    cells = all_cells()
     if args.only:
         cells = [c for c in cells if any(fnmatch.fnmatchcase(c.name, g) for g in args.only)]
     return cells
@@ -123,7 +117,6 @@ def run_matrix(
         ).stdout.strip(),
         "pytest_args": list(pytest_args),
         "redis": redis_origin,
-        "adjustments_applied": not args.no_adjustments,
         "cells_planned": len(cells),
         "wall_s": 0.0,
         "log_root": os.path.relpath(log_root, ROOT),

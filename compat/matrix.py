@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Django 6 needs Python 3.12, beyond the Python this matrix runs on; redis-py runs from
 # pyproject.toml's floor (5) to the newest major on PyPI when this was written (8).
@@ -30,42 +30,14 @@ PACKAGES = tuple(AXES)
 
 
 @dataclass(frozen=True)
-class Adjustment:
-    """What the project sets so that a combination works: extra pins, or parameters on the
-    Redis URL (REDIS_URL, which both Redis layers read their connection pool options from).
-
-    ``when`` maps packages to the series it applies to; ``reason`` is the line the report
-    shows, and compat/README.md tells users of that combination the same.
-    """
-
-    when: Mapping[str, tuple[str, ...]]
-    reason: str
-    requirements: tuple[str, ...] = ()
-    redis_url_params: Mapping[str, str] = field(default_factory=dict)
-
-    def applies_to(self, series: Mapping[str, str]) -> bool:
-        return all(series.get(package) in allowed for package, allowed in self.when.items())
-
-
-# Settings the matrix applies to some combinations, to record how a failing combination
-# is made to pass by configuration. None are needed now: redis-py 8 lowered two pool
-# defaults that channels-redis relies on (5 s read timeout, 100 connections), which closed
-# every socket idle for 5 s on the redis layer and refused handshakes past 100 at once;
-# the app itself now sets them for every user (REDIS_POOL_OPTIONS in
-# app/mysite/environment.py), so those cells pass as installed.
-ADJUSTMENTS: tuple[Adjustment, ...] = ()
-
-
-@dataclass(frozen=True)
 class Cell:
-    """One combination: a name, the requirements it installs and the Redis URL options
-    it runs with (with the reasons for any adjustment applied)."""
+    """One combination: a name, its series per package and the requirements it installs.
+    (A combination that needs configuration to work is fixed in the app, for every user,
+    as REDIS_POOL_OPTIONS in app/mysite/environment.py was for redis-py 8.)"""
 
     name: str
     series: Mapping[str, str]
     requirements: tuple[str, ...]
-    redis_url_params: Mapping[str, str] = field(default_factory=dict)
-    adjustments: tuple[str, ...] = ()
 
 
 def series_requirement(package: str, series: str) -> str:
@@ -73,25 +45,17 @@ def series_requirement(package: str, series: str) -> str:
     return f"{package}~={series}.0"
 
 
-def make_cell(series: Mapping[str, str], *, adjusted: bool = True) -> Cell:
-    """The cell for one series of each package, with the adjustments that apply to it
-    (none when ``adjusted`` is false: to see what a combination does as installed)."""
-    requirements = [series_requirement(package, series[package]) for package in PACKAGES]
-    redis_url_params: dict[str, str] = {}
-    reasons: list[str] = []
-    for adjustment in ADJUSTMENTS if adjusted else ():
-        if adjustment.applies_to(series):
-            requirements.extend(adjustment.requirements)
-            redis_url_params.update(adjustment.redis_url_params)
-            reasons.append(adjustment.reason)
+def make_cell(series: Mapping[str, str]) -> Cell:
+    """The cell for one series of each package."""
+    requirements = tuple(series_requirement(package, series[package]) for package in PACKAGES)
     name = "-".join(f"{package}{series[package]}" for package in PACKAGES)
-    return Cell(name, dict(series), tuple(requirements), redis_url_params, tuple(reasons))
+    return Cell(name, dict(series), requirements)
 
 
-def all_cells(*, adjusted: bool = True) -> list[Cell]:
+def all_cells() -> list[Cell]:
     """Every combination of AXES, Django varying slowest and redis-py fastest."""
     return [
-        make_cell(dict(zip(PACKAGES, combination, strict=True)), adjusted=adjusted)
+        make_cell(dict(zip(PACKAGES, combination, strict=True)))
         for combination in itertools.product(*AXES.values())
     ]
 

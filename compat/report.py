@@ -145,10 +145,6 @@ def markdown(results: Sequence[CellResult], meta: Mapping[str, Any]) -> str:
             )
             + " |"
         )
-    adjusted = sorted({a for r in results for a in r.adjustments})
-    if adjusted:
-        lines += ["", "Configuration the project applies to some combinations:", ""]
-        lines += [f"- {_md(a)}" for a in adjusted]
     if meta.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {_md(note)}" for note in meta["notes"]]
     lines += [

@@ -18,7 +18,6 @@ import subprocess
 import time
 import urllib.parse
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,6 @@ class CellResult:
     cell: str
     series: dict[str, str]
     requirements: list[str]
-    adjustments: list[str]
     outcome: str
     redis_url: str = ""
     reason: str | None = None
@@ -65,16 +63,6 @@ class CellResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def url_with_params(url: str, params: Mapping[str, str]) -> str:
-    """``url`` with ``params`` added to its query string (replacing any of the same name)."""
-    if not params:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    query = dict(urllib.parse.parse_qsl(parts.query))
-    query.update(params)
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
 def redacted(url: str) -> str:
@@ -238,7 +226,7 @@ def run_cell(
     test_timeout_s: float = 900.0,
 ) -> CellResult:
     """Install ``cell`` into a fresh virtualenv and run the tests against the Redis at
-    ``redis_url`` (with the cell's URL parameters); never raises for a red cell."""
+    ``redis_url``; never raises for a red cell."""
     log_dir = log_root / cell.name
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
@@ -247,9 +235,8 @@ def run_cell(
         cell=cell.name,
         series=dict(cell.series),
         requirements=list(cell.requirements),
-        adjustments=list(cell.adjustments),
         outcome="failed",
-        redis_url=redacted(url_with_params(redis_url, cell.redis_url_params)),
+        redis_url=redacted(redis_url),
         log_dir=os.path.relpath(log_dir, ROOT),
     )
 
@@ -306,7 +293,7 @@ def run_cell(
     results_dir.mkdir()
     env = {
         **os.environ,
-        "REDIS_URL": url_with_params(redis_url, cell.redis_url_params),
+        "REDIS_URL": redis_url,
         RESULTS_DIR_VARIABLE: str(results_dir),
         "VIRTUAL_ENV": str(venv),
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -26,9 +26,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from services import DaphneServer, find_executable
 
-# What the fixtures hand the tests: the root conftest's ``live_chat(layer, consumer, count)``
-# and e2e/conftest.py's ``unique_room(label)``.
-LiveChat = Callable[..., list[DaphneServer]]
+# What e2e/conftest.py's ``unique_room(label)`` fixture hands the tests.
 UniqueRoom = Callable[[str], str]
 
 # Long enough for a loaded 2-core CI machine; a passing wait returns as soon as it holds.

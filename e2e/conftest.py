@@ -18,11 +18,10 @@ import pytest
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
 
-from conftest import missing_dependency
+from conftest import LiveChat, missing_dependency
 from e2e.browser import (
     Browser,
     HeadlessChromium,
-    LiveChat,
     UniqueRoom,
     WindowPool,
     chromium_paths,
@@ -64,23 +63,16 @@ class FailureArtifacts:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._server_log_offsets: dict[Path, tuple[DaphneServer, int]] = {}
 
-    def watch(self, servers: list[DaphneServer]) -> None:
-        for server in servers:
-            offset = server.log_path.stat().st_size
-            self._server_log_offsets.setdefault(server.log_path, (server, offset))
-
-    def save(self, driver: WebDriver, handles: list[str]) -> Path:
+    def save(
+        self, driver: WebDriver, handles: list[str], server_logs: list[tuple[DaphneServer, str]]
+    ) -> Path:
         shutil.rmtree(self.directory, ignore_errors=True)  # an earlier run's, same test
         self.directory.mkdir(parents=True)
         # The server logs first: they do not depend on the browser still answering.
-        for server, offset in self._server_log_offsets.values():
-            with server.log_path.open("rb") as log:
-                log.seek(offset)
-                text = log.read()
+        for server, text in server_logs:
             name = f"server-{server.port}-{server.env['CHANNEL_LAYER']}.log"
-            (self.directory / name).write_bytes(text)
+            (self.directory / name).write_text(text)
         windows = []
         for number, handle in enumerate(handles, start=1):
             try:
@@ -110,21 +102,11 @@ def failure_artifacts(request: pytest.FixtureRequest) -> FailureArtifacts:
 
 
 @pytest.fixture
-def live_chat(live_chat: LiveChat, failure_artifacts: FailureArtifacts) -> LiveChat:
-    """The root ``live_chat(layer, consumer="async", count=1)``, also noting the servers
-    so that a failed test's folder gets their log lines."""
-
-    def get(layer: str, consumer: str = "async", count: int = 1) -> list[DaphneServer]:
-        servers = live_chat(layer, consumer, count)
-        failure_artifacts.watch(servers)
-        return servers
-
-    return get
-
-
-@pytest.fixture
 def browser(
-    request: pytest.FixtureRequest, window_pool: WindowPool, failure_artifacts: FailureArtifacts
+    request: pytest.FixtureRequest,
+    window_pool: WindowPool,
+    failure_artifacts: FailureArtifacts,
+    live_chat: LiveChat,
 ) -> Iterator[Browser]:
     """The session's browser, for one test: the windows it uses are emptied afterwards;
     if the test failed, they are first saved to its artifact folder, whose path is printed."""
@@ -135,7 +117,7 @@ def browser(
         yield browser
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
-            folder = failure_artifacts.save(driver, browser.handles)
+            folder = failure_artifacts.save(driver, browser.handles, live_chat.logs_during_test())
             print(f"\nbrowser screenshots, console and server logs: {folder}")
     finally:
         browser.close_windows()

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.keys import Keys
 
-from e2e.browser import Browser, LiveChat, UniqueRoom
+from conftest import LiveChat
+from e2e.browser import Browser, UniqueRoom
 
 pytestmark = pytest.mark.browser
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.browser import Browser, LiveChat, UniqueRoom
+from conftest import LiveChat
+from e2e.browser import Browser, UniqueRoom
 from services import REDIS_LAYERS
 
 pytestmark = pytest.mark.browser

@@ -34,10 +34,10 @@ from load.scenarios import (
     new_run_id,
 )
 from load.wire import Connection, WireError, split_target
+from services import LAYERS, ProcessStats, RedisServer, ServiceError, chat_servers
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ("inmemory", "redis", "redis-pubsub")
 PACKAGES = (
     "django",
     "channels",
@@ -505,9 +505,6 @@ def command_bench(args: argparse.Namespace) -> int:
             raise HarnessError(
                 "--layer-config must be a JSON object, e.g. '{\"capacity\": 1000}'"
             ) from None
-    sys.path.insert(0, str(ROOT))
-    from services import RedisServer, ServiceError
-
     out = args.out or default_out("bench")
     summary: dict[str, Any] = {"harness": harness_info(), "runs": []}
     with contextlib.ExitStack() as stack:
@@ -543,8 +540,6 @@ def _bench_one(
     summary: dict[str, Any],
 ) -> None:
     """One layer's run: start its servers, run Locust, add the record to ``summary``."""
-    from services import ProcessStats, ServiceError, chat_servers
-
     label = f"{layer}-{args.scenario}" + (f"-{repeat + 1}" if args.repeat > 1 else "")
     run_dir = out / "runs" / label
     env = None
