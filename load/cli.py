@@ -1,56 +1,55 @@
-"""``python -m load run`` and ``python -m load bench``: drive Locust headless, write
-summary.json (the contract's schema), Locust's CSV/HTML per run and report.html.
-
-Locust runs in a subprocess: it monkey-patches the standard library with gevent at import,
-which must not happen in this process (nor in pytest).
+"""``python -m load run|bench|capacity``: parse the command line, build the plan, run it,
+write summary.json and report.html. Bad input is one line and exit status 2; a run that
+cannot produce a result is one line and exit status 1; a capacity that fell more than
+``--max-drop`` below ``--baseline`` is exit status 3.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import importlib.metadata
-import itertools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from load import report
-from load.scenarios import (
-    CLOSE_TIMEOUT_S,
-    DEFAULT_DRAIN_S,
-    DEFAULT_DURATION_S,
-    DEFAULTS,
-    SCENARIOS,
-    default_rooms,
+from load.bench import bench
+from load.capacity import (
+    VARY,
+    SearchSettings,
+    add_efficiency,
+    median_entries,
+    read_baseline,
+    regressions,
+    search_stack,
+)
+from load.locust_run import LocustError
+from load.measure import measure
+from load.plan import (
+    Plan,
+    add_options,
     new_run_id,
+    plan_from_options,
+    positive_float,
+    positive_int,
+    target_url,
 )
-from load.wire import Connection, WireError, split_target
-from services import LAYERS, ProcessStats, RedisServer, ServiceError, chat_servers
+from load.record import Stack, harness_info
+from load.search import Objective
+from load.stack import StackError
+from load.wire import Connection, WireError
+from services import ASGI_SERVERS, CONSUMERS, LAYERS
 
-LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = (
-    "django",
-    "channels",
-    "channels-redis",
-    "redis",
-    "daphne",
-    "locust",
-    "gevent",
-    "websockets",
-)
-# Locust gets this long beyond send + drain + close before its own --run-time stops it;
-# normally it ends as soon as every process has reported.
-LOCUST_SLACK_S = 20.0
+EXIT_FAILED = 1
+EXIT_REGRESSION = 3
+# A capacity step: a short warm-up, then a short measured window (many steps fit in minutes).
+CAPACITY_STEP = {"duration": 3.0, "settle": 2.0, "drain": 2.0}
+DEFAULT_LAYERS = ("inmemory", "redis", "redis-pubsub")
 
 
 class HarnessError(Exception):
@@ -64,120 +63,102 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def _choices(allowed: Sequence[str], what: str):
+    def parse(text: str) -> list[str]:
+        values = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [value for value in values if value not in allowed]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(repr(u) for u in unknown) or repr(text)}: use a "
+                f"comma-separated subset of {','.join(allowed)}"
+            )
+        return list(dict.fromkeys(values))
+
+    return parse
+
+
+def _server_counts(text: str) -> list[int]:
+    counts = [positive_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not counts:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a server count such as 1 or 1,2")
+    return list(dict.fromkeys(counts))
+
+
+def _fraction(text: str) -> float:
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1, e.g. 0.2")
+    return value
+
+
+def _layer_config(text: str) -> str:
     try:
-        value = int(text)
+        if not isinstance(json.loads(text), dict):
+            raise ValueError
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number ≥ 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
-
-
-def _layers(text: str) -> list[str]:
-    layers = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [layer for layer in layers if layer not in LAYERS]
-    if unknown or not layers:
         raise argparse.ArgumentTypeError(
-            f"unknown layer {', '.join(unknown) or text!r}: use a comma-separated subset of "
-            f"{','.join(LAYERS)}"
-        )
-    return layers
+            f"{text!r} is not a JSON object: give e.g. '{{\"capacity\": 1000}}'"
+        ) from None
+    return text
 
 
-def _target(text: str) -> str:
-    try:
-        split_target(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text.rstrip("/")
+def _stack_options(sub: argparse.ArgumentParser, *, several_servers: bool) -> None:
+    sub.add_argument(
+        "--layers",
+        type=_choices(LAYERS, "layer"),
+        default=None,
+        help=f"comma-separated layers (default {','.join(DEFAULT_LAYERS)}, or inmemory alone "
+        f"when there is no Redis to start); any of {','.join(LAYERS)}",
+    )
+    sub.add_argument(
+        "--servers",
+        type=_server_counts if several_servers else positive_int,
+        default=[1] if several_servers else 1,
+        help="server processes per layer sharing one backend, users spread across them "
+        "(not inmemory: its groups live inside one process)"
+        + (" ; a list such as 1,2 searches each count" if several_servers else "")
+        + " (default 1)",
+    )
+    sub.add_argument(
+        "--consumer",
+        choices=CONSUMERS,
+        default="async",
+        help="the tutorial's async (part 3) or sync (part 2) consumer (default async)",
+    )
+    sub.add_argument(
+        "--asgi",
+        type=_choices(ASGI_SERVERS, "ASGI server"),
+        default=["daphne"],
+        help=f"comma-separated ASGI servers to compare, of {','.join(ASGI_SERVERS)} "
+        "(default daphne)",
+    )
+    sub.add_argument(
+        "--layer-config",
+        type=_layer_config,
+        default=None,
+        metavar="JSON",
+        help="CHANNEL_LAYER_CONFIG for the layers other than inmemory, e.g. "
+        "'{\"capacity\": 1000}'; $REDIS_URL in it is the backend's URL",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    scenario_help = "; ".join(
-        f"{name}: {d['users']} users, "
-        f"{'users/2' if d['rooms'] is None else d['rooms']} rooms, {d['rate']:g} msg/s"
-        for name, d in DEFAULTS.items()
-    )
     parser = OneLineParser(
         prog="python -m load",
-        description="Load the Channels tutorial chat with Locust and measure delivery "
-        "exactly: latency of every delivery, sent/expected/delivered/lost/duplicated/leaked.",
+        description="Load the Channels tutorial chat with Locust and measure delivery exactly: "
+        "latency of every delivery, sent/expected/delivered/lost/duplicated/leaked.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     def shared(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--scenario",
-            choices=SCENARIOS,
-            default="fanout",
-            help="fanout: rooms of users all sending; isolation: many small "
-            "rooms, any cross-room delivery is a leak; churn: users connect, "
-            "send, leave, repeat; idle: open sockets only, server memory per "
-            "socket (default fanout)",
-        )
-        sub.add_argument(
-            "--users",
-            type=_positive_int,
-            help=f"simultaneous users (sockets); defaults: {scenario_help}",
-        )
-        sub.add_argument(
-            "--rooms", type=_positive_int, help="rooms the users are spread over (round robin)"
-        )
-        sub.add_argument(
-            "--rate",
-            type=_non_negative_float,
-            metavar="MSGS_PER_USER_PER_S",
-            help="messages each user sends per second, randomly phased",
-        )
-        sub.add_argument(
-            "--duration",
-            type=_positive_float,
-            default=DEFAULT_DURATION_S,
-            metavar="SECONDS",
-            help="seconds of sending (idle: of holding "
-            f"sockets open) per run (default {DEFAULT_DURATION_S:g})",
-        )
-        sub.add_argument(
-            "--drain",
-            type=_non_negative_float,
-            default=DEFAULT_DRAIN_S,
-            metavar="SECONDS",
-            help="after sending stops, wait this long for "
-            "deliveries before closing; a delivery later than this counts as "
-            f"lost (default {DEFAULT_DRAIN_S:g})",
-        )
-        sub.add_argument(
-            "--processes",
-            type=_positive_int,
-            default=1,
-            help="Locust load processes (>1: a master and N workers; counts "
-            "stay exact) (default 1)",
-        )
+        add_options(sub, for_locust=False)
         sub.add_argument(
             "--out",
             type=Path,
             default=None,
             metavar="DIR",
-            help="directory for summary.json, report.html and Locust's CSV/"
-            "HTML (default results/<command>-<time>)",
+            help="directory for summary.json, report.html and Locust's CSV/HTML "
+            "(default results/<command>-<time>)",
         )
 
     run = commands.add_parser(
@@ -187,89 +168,144 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--target",
-        type=_target,
+        type=target_url,
         required=True,
         metavar="ws://HOST:PORT",
         help="the chat server (its /ws/chat/<room>/ endpoint is used)",
     )
     shared(run)
-    bench = commands.add_parser(
+
+    bench_parser = commands.add_parser(
         "bench",
-        help="start Redis and Daphne, run the scenario on each layer, compare",
-        description="Start redis-server and Daphne (services.py), run the same scenario "
-        "against each layer, write summary.json, report.html and a comparison table.",
+        help="start the servers, run one scenario on each layer, compare",
+        description="Start each layer's backend and chat servers (services.py), run the same "
+        "scenario against each, write summary.json, report.html and a comparison table.",
     )
-    shared(bench)
-    bench.add_argument(
-        "--layers",
-        type=_layers,
-        default=None,
-        help=f"comma-separated layers to compare (default {','.join(LAYERS)}; "
-        "inmemory alone when there is no REDIS_URL and no redis-server to start)",
-    )
-    bench.add_argument(
-        "--servers",
-        type=_positive_int,
-        default=1,
-        help="Daphne processes per layer sharing one Redis, users spread "
-        "across them (Redis layers only) (default 1)",
-    )
-    bench.add_argument(
-        "--consumer",
-        choices=("async", "sync"),
-        default="async",
-        help="the tutorial's async (part 3) or sync (part 2) consumer",
-    )
-    bench.add_argument(
+    shared(bench_parser)
+    _stack_options(bench_parser, several_servers=False)
+    bench_parser.add_argument(
         "--repeat",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="runs per layer; the table then also shows medians (default 1)",
     )
-    bench.add_argument(
-        "--layer-config",
-        default="",
-        metavar="JSON",
-        help="CHANNEL_LAYER_CONFIG for the Redis layers, e.g. '{\"capacity\": 1000}'",
+
+    capacity = commands.add_parser(
+        "capacity",
+        help="search how much load each layer holds within the objective",
+        description="For each layer (and server count, ASGI server), raise the offered load "
+        "step by step until the objective breaks (p99 above --slo-p99-ms, any loss, any "
+        "error, or a saturated load generator), then narrow down. Each step has its own "
+        f"warm-up (--settle, default {CAPACITY_STEP['settle']:g} s) and measured window "
+        f"(--duration, default {CAPACITY_STEP['duration']:g} s); --users/--rooms/--rate "
+        "give the starting shape.",
+    )
+    shared(capacity)
+    capacity.set_defaults(**CAPACITY_STEP)
+    _stack_options(capacity, several_servers=True)
+    capacity.add_argument(
+        "--slo-p99-ms",
+        type=positive_float,
+        default=100.0,
+        metavar="MS",
+        help="the objective's p99 delivery latency (default 100)",
+    )
+    capacity.add_argument(
+        "--vary",
+        choices=VARY,
+        default="rate",
+        help="rate: raise messages per user per second, room shape fixed; users: raise "
+        "sockets (whole rooms of the same size) at a fixed rate (default rate)",
+    )
+    capacity.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=1,
+        help="searches per stack; the capacity reported is their median (default 1)",
+    )
+    capacity.add_argument(
+        "--ramp-steps",
+        type=positive_int,
+        default=8,
+        help="at most this many doubling steps; if all pass, limited_by is max (default 8)",
+    )
+    capacity.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="OLD/summary.json",
+        help="an earlier capacity summary: exit with status 3 when a stack's capacity fell "
+        "more than --max-drop below it",
+    )
+    capacity.add_argument(
+        "--max-drop",
+        type=_fraction,
+        default=0.2,
+        metavar="FRACTION",
+        help="largest accepted fall below --baseline (default 0.2)",
     )
     return parser
 
 
-def resolve_shape(args: argparse.Namespace) -> dict[str, Any]:
-    """Users, rooms and rate with the scenario's defaults filled in."""
-    defaults = DEFAULTS[args.scenario]
-    users = args.users or defaults["users"]
-    rooms = args.rooms or default_rooms(args.scenario, users)
-    rate = defaults["rate"] if args.rate is None else args.rate
-    if args.scenario == "idle":
-        rate = 0.0
-    elif rate <= 0:
-        raise HarnessError(f"--rate must be more than 0 for the {args.scenario} scenario")
-    if rooms > users:
-        raise HarnessError(f"--rooms {rooms} is more than --users {users}: rooms would be empty")
-    return {"users": users, "rooms": rooms, "rate": rate}
+def default_layers(say) -> list[str]:
+    """The three main layers where Redis can be had ($REDIS_URL or a redis-server to start),
+    else InMemory alone, saying what to install: the quick start must run on a bare machine."""
+    if os.environ.get("REDIS_URL") or shutil.which("redis-server"):
+        return list(DEFAULT_LAYERS)
+    say(
+        "no REDIS_URL and no redis-server, so InMemory only; to compare the Redis layers "
+        "install redis-server (sudo apt-get install redis-server)"
+    )
+    return ["inmemory"]
 
 
-def harness_info() -> dict[str, Any]:
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            packages[name] = None
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": sys.version.split()[0],
-        "packages": packages,
-    }
+def stacks_of(args: argparse.Namespace, say) -> list[Stack]:
+    layers = args.layers or default_layers(say)
+    counts = args.servers if isinstance(args.servers, list) else [args.servers]
+    if "inmemory" in layers and 1 not in counts:
+        raise HarnessError(
+            f"--servers {counts[0]} with the inmemory layer: InMemoryChannelLayer lives "
+            "inside one process, so users on different servers would never see each other's "
+            "messages; leave inmemory out of --layers (e.g. --layers redis,redis-pubsub), or "
+            f"give --servers 1,{counts[0]}"
+        )
+    if "inmemory" in layers and max(counts) > 1:
+        say("inmemory is measured with one server only: its groups live inside one process")
+    stacks = []
+    for asgi in args.asgi:
+        for count in counts:
+            for layer in layers:
+                if layer == "inmemory" and count > 1:
+                    continue
+                config = args.layer_config if layer != "inmemory" else None
+                stacks.append(Stack(layer, count, args.consumer, asgi, config))
+    return stacks
+
+
+def base_plan(args: argparse.Namespace, targets: Sequence[str]) -> Plan:
+    try:
+        return plan_from_options(args, users=args.users, targets=targets)
+    except ValueError as error:
+        raise HarnessError(str(error)) from None
+
+
+def default_out(command: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{command}-{stamp}"
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def write_outputs(out: Path, summary: dict[str, Any]) -> None:
+    write_summary(out, summary)
+    (out / "report.html").write_text(report.html_report(summary))
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
 
 
 def check_target(target: str) -> None:
@@ -284,336 +320,112 @@ def check_target(target: str) -> None:
     connection.abort()
 
 
-def run_locust(
-    *,
-    targets: Sequence[str],
-    scenario: str,
-    shape: dict[str, Any],
-    duration: float,
-    drain: float,
-    processes: int,
-    run_dir: Path,
-) -> dict[str, Any]:
-    """One headless Locust run; returns the merged result its master wrote."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results_file = run_dir / "chatload-result.json"
-    results_file.unlink(missing_ok=True)
-    users = shape["users"]
-    spawn_rate = max(1, min(users, 200))
-    # Sending starts once everyone has had time to connect (churn starts connecting then).
-    warmup = 0.0 if scenario == "churn" else round(users / spawn_rate + 1.0, 2)
-    command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "--host",
-        targets[0],
-        "--targets",
-        ",".join(targets),
-        "-u",
-        str(users),
-        "-r",
-        str(spawn_rate),
-        "--run-time",
-        f"{int(warmup + duration + drain + CLOSE_TIMEOUT_S + LOCUST_SLACK_S)}s",
-        "--stop-timeout",
-        "0",
-        "--exit-code-on-error",
-        "0",
-        "--only-summary",
-        "--scenario",
-        scenario,
-        "--rooms",
-        str(shape["rooms"]),
-        "--rate",
-        str(shape["rate"]),
-        "--duration",
-        str(duration),
-        "--drain",
-        str(drain),
-        "--warmup",
-        str(warmup),
-        "--results-file",
-        str(results_file),
-        "--csv",
-        str(run_dir / "locust"),
-        "--html",
-        str(run_dir / "locust.html"),
-    ]
-    if processes > 1:
-        command += ["--processes", str(processes)]
-    with (run_dir / "locust.log").open("wb") as log:
-        finished = subprocess.run(
-            command,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            check=False,
-            timeout=warmup + duration + drain + 120,
-        )
-    if not results_file.exists():
-        raise HarnessError(
-            f"Locust exited with code {finished.returncode} without a result "
-            f"(log: {run_dir / 'locust.log'})"
-        )
-    result = json.loads(results_file.read_text())
-    results_file.unlink()
-    return result
-
-
-def run_record(
-    result: dict[str, Any],
-    *,
-    layer: str | None,
-    consumer: str | None,
-    servers: int,
-    targets: Sequence[str],
-    scenario: str,
-    shape: dict[str, Any],
-    duration: float,
-) -> dict[str, Any]:
-    """One entry of summary.json's ``runs``, in the contract's key order."""
-    summary = result["summary"]
-    record: dict[str, Any] = {
-        "layer": layer,
-        "consumer": consumer,
-        "servers": servers,
-        "target": targets[0],
-        "scenario": scenario,
-        "users": shape["users"],
-        "rooms": shape["rooms"],
-        "rate_per_user": shape["rate"],
-        "duration_s": duration,
-    }
-    record.update(summary)
-    record["server_cpu_s"] = None
-    record["server_rss_mb"] = None
-    record["targets"] = list(targets)
-    record["run_id"] = result["plan"]["run_id"]
-    return record
-
-
-class ServerSampler:
-    """Peak resident memory of the servers, sampled from /proc while a run goes on."""
-
-    def __init__(self, stats: Sequence[Any], period_s: float = 0.2) -> None:
-        self.stats = stats
-        self.period_s = period_s
-        self.peak_mb = self.current_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def current_mb(self) -> float:
-        return sum(s.rss_mb() or 0.0 for s in self.stats)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period_s):
-            self.peak_mb = max(self.peak_mb, self.current_mb())
-
-    def __enter__(self) -> ServerSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.peak_mb = max(self.peak_mb, self.current_mb())
-
-
-def write_outputs(out: Path, summary: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.html").write_text(report.html_report(summary))
-
-
-def default_out(command: str) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("results") / f"{command}-{stamp}"
-
-
 def command_run(args: argparse.Namespace) -> int:
-    shape = resolve_shape(args)
+    plan = base_plan(args, [args.target])
     check_target(args.target)
     out = args.out or default_out("run")
     harness = harness_info()
     with tempfile.TemporaryDirectory(prefix="chatload-") as scratch:
-        # Locust writes into a scratch directory first: nothing lands in --out unless
-        # the run produced a result.
-        run_dir = Path(scratch) / "run"
-        result = run_locust(
-            targets=[args.target],
-            scenario=args.scenario,
-            shape=shape,
-            duration=args.duration,
-            drain=args.drain,
-            processes=args.processes,
-            run_dir=run_dir,
-        )
-        record = run_record(
-            result,
-            layer=None,
-            consumer=None,
-            servers=1,
-            targets=[args.target],
-            scenario=args.scenario,
-            shape=shape,
-            duration=args.duration,
-        )
+        # Locust writes into a scratch directory first: nothing lands in --out unless the
+        # run produced a result.
+        run_dir = Path(scratch) / "locust"
+        record = measure(plan, run_dir, stack=Stack(), live=None)
         record["locust_files"] = "locust/"
-        summary = {"harness": harness, "runs": [record]}
         out.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out / "locust", ignore_errors=True)
         shutil.move(run_dir, out / "locust")
+    summary = {"harness": harness, "runs": [record]}
     write_outputs(out, summary)
-    print(report.table(summary["runs"]))
-    print(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
+    say(report.table(summary["runs"]))
+    say(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
     return 0
-
-
-def default_layers() -> list[str]:
-    """Every layer where Redis can be had ($REDIS_URL or a redis-server to start), else
-    InMemory alone, saying what to install: the quick start must run on a bare machine."""
-    if os.environ.get("REDIS_URL") or shutil.which("redis-server"):
-        return list(LAYERS)
-    print(
-        "bench: no REDIS_URL and no redis-server, so InMemory only; to compare the Redis "
-        "layers install redis-server (sudo apt-get install redis-server)",
-        flush=True,
-    )
-    return ["inmemory"]
 
 
 def command_bench(args: argparse.Namespace) -> int:
-    if args.layers is None:
-        args.layers = default_layers()
-    shape = resolve_shape(args)
-    if args.servers > 1 and "inmemory" in args.layers:
-        raise HarnessError(
-            f"--servers {args.servers} with the inmemory layer: InMemoryChannelLayer lives "
-            "inside one process, so users on different Daphne servers would never see each "
-            "other's messages; use --layers redis,redis-pubsub"
-        )
-    if args.layer_config:
-        try:
-            if not isinstance(json.loads(args.layer_config), dict):
-                raise ValueError
-        except ValueError:
-            raise HarnessError(
-                "--layer-config must be a JSON object, e.g. '{\"capacity\": 1000}'"
-            ) from None
+    stacks = stacks_of(args, say)
+    plan = base_plan(args, ["ws://127.0.0.1:1"])  # the real targets come with each stack
     out = args.out or default_out("bench")
     summary: dict[str, Any] = {"harness": harness_info(), "runs": []}
-    with contextlib.ExitStack() as stack:
-        redis_url = None
-        if any(layer != "inmemory" for layer in args.layers):
-            # One Redis for every Redis-layer run, so --layer-config can name its URL.
-            redis_url = os.environ.get("REDIS_URL")
-            if not redis_url:
-                try:
-                    redis_url = stack.enter_context(RedisServer.start()).url
-                except ServiceError as error:
-                    raise HarnessError(str(error)) from None
-        for repeat, layer in itertools.product(range(args.repeat), args.layers):
-            _bench_one(args, shape, layer, repeat, redis_url, out, summary)
-    print(report.table(summary["runs"]))
+
+    def keep(record: dict[str, Any]) -> None:
+        summary["runs"].append(record)
+        write_summary(out, summary)  # keep what is done if a later stack fails
+        for problem in report.problems(record):
+            say(f"  ! {problem}")
+
+    bench(plan, stacks, repeat=args.repeat, out=out, on_record=keep, say=say)
+    write_outputs(out, summary)
+    say(report.table(summary["runs"]))
     if args.repeat > 1:
-        print("\nmedians of", args.repeat, "runs:")
-        for row in report.medians(summary["runs"]):
-            print("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
         summary["medians"] = report.medians(summary["runs"])
+        say(f"\nmedians of {args.repeat} runs:")
+        say(report.medians_table(summary["medians"]))
         write_outputs(out, summary)
-    print(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
+    say(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
     return 0
 
 
-def _bench_one(
-    args: argparse.Namespace,
-    shape: dict[str, Any],
-    layer: str,
-    repeat: int,
-    redis_url: str | None,
-    out: Path,
-    summary: dict[str, Any],
-) -> None:
-    """One layer's run: start its servers, run Locust, add the record to ``summary``."""
-    label = f"{layer}-{args.scenario}" + (f"-{repeat + 1}" if args.repeat > 1 else "")
-    run_dir = out / "runs" / label
-    env = None
-    if args.layer_config and layer != "inmemory":
-        env = {"CHANNEL_LAYER_CONFIG": args.layer_config.replace("$REDIS_URL", redis_url)}
-    print(
-        f"{label}: starting {args.servers} Daphne ({layer}, {args.consumer}) ...",
-        flush=True,
+def command_capacity(args: argparse.Namespace) -> int:
+    baseline = None
+    if args.baseline is not None:
+        try:  # read it first: a bad baseline must not cost a five-minute search
+            baseline = read_baseline(args.baseline)
+        except ValueError as error:
+            raise HarnessError(str(error)) from None
+    stacks = stacks_of(args, say)
+    plan = base_plan(args, ["ws://127.0.0.1:1"])
+    settings = SearchSettings(
+        Objective(p99_ms=args.slo_p99_ms), vary=args.vary, ramp_steps=args.ramp_steps
     )
-    try:
-        with chat_servers(
-            layer,
-            servers=args.servers,
-            consumer=args.consumer,
-            redis_url=redis_url if layer != "inmemory" else None,
-            env=env,
-            log_dir=run_dir / "daphne",
-        ) as servers:
-            stats = [ProcessStats(s.pid) for s in servers]
-            cpu_before = sum(s.cpu_seconds() or 0.0 for s in stats)
-            with ServerSampler(stats) as sampler:
-                baseline_mb = sampler.peak_mb
-                result = run_locust(
-                    targets=[s.ws_url for s in servers],
-                    scenario=args.scenario,
-                    shape=shape,
-                    duration=args.duration,
-                    drain=args.drain,
-                    processes=args.processes,
-                    run_dir=run_dir,
-                )
-            cpu_after = sum(s.cpu_seconds() or 0.0 for s in stats)
-    except ServiceError as error:
-        raise HarnessError(str(error)) from None
-    record = run_record(
-        result,
-        layer=layer,
-        consumer=args.consumer,
-        servers=args.servers,
-        targets=[s.ws_url for s in servers],
-        scenario=args.scenario,
-        shape=shape,
-        duration=args.duration,
-    )
-    record["server_cpu_s"] = round(cpu_after - cpu_before, 3)
-    record["server_rss_mb"] = round(sampler.peak_mb, 1)
-    record["server_rss_baseline_mb"] = round(baseline_mb, 1)
-    if args.scenario == "idle" and record["connects"]:
-        record["server_kb_per_socket"] = round(
-            (sampler.peak_mb - baseline_mb) * 1024 / record["connects"], 1
-        )
-    record["layer_config"] = args.layer_config or None
-    record["locust_files"] = f"runs/{label}/"
-    summary["runs"].append(record)
-    write_outputs(out, summary)  # keep what is done if a later layer fails
-    for problem in report.problems(record):
-        print(f"  ! {problem}")
+    out = args.out or default_out("capacity")
+    summary: dict[str, Any] = {"harness": harness_info(), "runs": [], "capacity": []}
+
+    def keep(record: dict[str, Any]) -> None:
+        summary["runs"].append(record)
+        write_summary(out, summary)  # keep what is done if a later step fails
+
+    entries = []
+    for number in range(1, args.repeat + 1):
+        for stack in stacks:
+            label = stack.label + (f"-{number}" if args.repeat > 1 else "")
+            say(
+                f"{label}: searching ({args.vary}, objective p99 ≤ {args.slo_p99_ms:g} ms, "
+                "no loss, no errors)"
+            )
+            _records, entry = search_stack(
+                stack, plan, settings, out=out, label=label, on_record=keep, say=say
+            )
+            entries.append(entry)
+            say(report.capacity_line(entry))
+    summary["capacity"] = median_entries(entries)
+    summary["capacity_repeats"] = entries
+    summary["common_load"] = add_efficiency(summary["capacity"], summary["runs"], settings)
+    write_outputs(out, summary)
+    say("")
+    say(report.capacity_table(summary["capacity"]))
+    say(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
+    if baseline is not None:
+        problems, notes = regressions(summary["capacity"], baseline, args.max_drop)
+        for line in notes:
+            say(f"baseline: {line}")
+        for line in problems:
+            print(f"python -m load capacity: regression: {line}", file=sys.stderr)
+        if problems:
+            return EXIT_REGRESSION
+    return 0
+
+
+COMMANDS = {"run": command_run, "bench": command_bench, "capacity": command_capacity}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m load``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return command_run(args)
-        return command_bench(args)
-    except HarnessError as error:
+        return COMMANDS[args.command](args)
+    except (HarnessError, LocustError, StackError) as error:
         print(f"python -m load {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except subprocess.TimeoutExpired:
-        print(
-            f"python -m load {args.command}: error: Locust did not finish in time", file=sys.stderr
-        )
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"python -m load {args.command}: interrupted", file=sys.stderr)
         return 130

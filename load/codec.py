@@ -2,7 +2,8 @@
 
 A message is ``chatload|<run>|<room>|<msg id>|<send time ns>``: the run id, the room the
 sender is in, a globally unique id (sender process token + sequence number) and
-``time.time_ns()`` taken just before the frame is written. It uses only characters that
+``time.time_ns()`` taken just before the frame is written; ``--message-bytes`` appends a
+sixth field of padding so that the byte rate is realistic. It uses only characters that
 JSON does not escape, so the tutorial server's ``json.dumps({"message": text})`` reaches
 every member byte for byte and the receiver can slice it without a JSON parser; any other
 shape (another server's spacing, escapes) falls back to ``json.loads``.
@@ -19,6 +20,9 @@ MAGIC = "chatload"
 SERVER_PREFIX = b'{"message": "'
 SERVER_SUFFIX = b'"}'
 SAFE_FIELD = re.compile(r"[A-Za-z0-9_.\-]+")
+# Padding needs no JSON escaping either; the longest message the app accepts by default is
+# 65,536 characters.
+PADDING = "x" * 65536
 
 
 class Stamp(NamedTuple):
@@ -30,9 +34,12 @@ class Stamp(NamedTuple):
     send_ns: int
 
 
-def encode_text(run_id: str, room: str, msg_id: str, send_ns: int) -> str:
-    """The ``message`` string for one send."""
-    return f"{MAGIC}|{run_id}|{room}|{msg_id}|{send_ns}"
+def encode_text(run_id: str, room: str, msg_id: str, send_ns: int, pad_to: int = 0) -> str:
+    """The ``message`` string for one send, padded to about ``pad_to`` characters."""
+    text = f"{MAGIC}|{run_id}|{room}|{msg_id}|{send_ns}"
+    if pad_to > len(text) + 1:
+        text += "|" + PADDING[: pad_to - len(text) - 1]
+    return text
 
 
 def encode_frame_payload(text: str) -> bytes:
@@ -42,8 +49,8 @@ def encode_frame_payload(text: str) -> bytes:
 
 def parse_text(text: str) -> Stamp | None:
     """Fields of a measurement message, or None if ``text`` is not one."""
-    parts = text.split("|")
-    if len(parts) != 5 or parts[0] != MAGIC:
+    parts = text.split("|", 5)
+    if len(parts) < 5 or parts[0] != MAGIC:
         return None
     try:
         send_ns = int(parts[4])

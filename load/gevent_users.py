@@ -1,12 +1,12 @@
-"""The Locust side: the chat user, its command-line options and the result hooks.
+"""The Locust side: the chat user and the hooks that merge every process's tally.
 
-Every load process (the only one, or each worker) keeps a ``Tally``; when its users have
+Every load process (the only one, or each worker) keeps a ``Tally``. When its users have
 finished (stop sending, drain, close) it ships the tally to the master with
-``runner.send_message("chatload_result", ...)``; the master merges one per worker and
-then ends a headless run. Locust's own request statistics get one "connect" sample per
-handshake and one "round trip" sample per message (the sender's own copy), which keeps the
-web UI, CSV and HTML informative; the exact numbers come from the tally, never from those
-(Locust rounds response times to whole milliseconds).
+``runner.send_message("chatload_result", ...)``; the master merges one per worker, writes
+the merged tally for ``python -m load`` to summarise, and ends a headless run. Locust's own
+request statistics get one "connect" sample per handshake and one "round trip" sample per
+message (the sender's own copy), which keeps its web UI, CSV and HTML informative; the exact
+numbers come from the tally, never from those (Locust rounds to whole milliseconds).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import random
 import resource
 import secrets
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,67 +31,29 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from load import report
 from load.codec import encode_frame_payload, encode_text, parse_server_payload
-from load.scenarios import (
-    CHURN_STAY_S,
-    CLOSE_TIMEOUT_S,
-    DEFAULT_DRAIN_S,
-    DEFAULT_DURATION_S,
-    SCENARIOS,
-    Plan,
-    new_run_id,
-    send_times,
-)
-from load.stats import SocketLedger, Tally, summarize
+from load.plan import SECOND_NS, Plan, add_options, new_run_id, plan_from_options
+from load.scenarios import CHURN_STAY_S, CLOSE_TIMEOUT_S, send_times
+from load.stats import SocketLedger, Tally, Window, summarize
 from load.wire import Connection, WireError
 
 logger = logging.getLogger("chatload")
 RESULT_MESSAGE = "chatload_result"
-LOOP_LAG_PERIOD_S = 0.05
+LOOP_LAG_PERIOD_S = 0.02
+# A user whose socket is lost reconnects, like a person reloading the page, this many times
+# at most; a churn user opens at most this many sessions.
+MAX_RECONNECTS = 20
+MAX_CHURN_SESSIONS = 100_000
+RECONNECT_BACKOFF_S = 0.5
 
 
 def add_arguments(parser: Any) -> None:
-    """Custom Locust options (shown in the web UI too)."""
-    group = parser  # Locust's parser: include_in_web_ui works on it, not on groups
-    group.add_argument(
-        "--scenario",
-        choices=SCENARIOS,
-        default="fanout",
-        help="fanout, isolation, churn or idle (default fanout)",
-    )
-    group.add_argument("--rooms", type=int, default=10, help="number of rooms (default 10)")
-    group.add_argument(
-        "--rate", type=float, default=1.0, help="messages per user per second (default 1)"
-    )
-    group.add_argument(
-        "--duration",
-        type=float,
-        default=DEFAULT_DURATION_S,
-        help="seconds of sending from the test start (default 20)",
-    )
-    group.add_argument(
-        "--warmup",
-        type=float,
-        default=0.0,
-        help="seconds after the test start before anyone sends, so every "
-        "user has joined (default 0)",
-    )
-    group.add_argument(
-        "--drain",
-        type=float,
-        default=DEFAULT_DRAIN_S,
-        help="seconds to wait for deliveries after sending stops (default 2)",
-    )
-    group.add_argument(
-        "--run-id", default="", help="prefix of the room names (default: random per test)"
-    )
-    group.add_argument(
-        "--targets", default="", help="comma-separated ws://HOST:PORT servers (default: --host)"
-    )
-    group.add_argument(
+    """The run options (load/plan.py's OPTIONS), shown in the web UI too."""
+    add_options(parser, for_locust=True)
+    parser.add_argument(
         "--results-file",
         default="",
         include_in_web_ui=False,
-        help="where the master writes the merged result as JSON",
+        help="where the master writes the merged tally as JSON (python -m load reads it)",
     )
 
 
@@ -99,64 +63,72 @@ def _cpu_seconds() -> float:
 
 
 class LoadProcess:
-    """State of this process's share of the current test (reset at each test start)."""
+    """This process's share of the current test (reset at each test start)."""
 
     def __init__(self) -> None:
-        self.reset(None)
+        self.plan: Plan | None = None
+        self.tally: Tally | None = None
 
-    def reset(self, plan: Plan | None, start_ns: int | None = None) -> None:
+    def reset(self, plan: Plan, test_start_ns: int, *, workers: int, worker: bool) -> None:
         self.plan = plan
-        self.tally = Tally()
-        self.start_ns = start_ns or time.time_ns()
-        # CPU and wall time are counted from when sending starts (set by the monitor)
-        self.send_start_cpu = _cpu_seconds()
-        self.send_start_wall = time.monotonic()
+        self.window = Window.of(plan, test_start_ns)
+        self.tally = Tally(self.window)
+        # (CPU seconds, monotonic time) at the measured window's start and end (the monitor)
+        self.cpu_from: tuple[float, float] | None = None
+        self.cpu_until: tuple[float, float] | None = None
         self.token = f"p{os.getpid():x}{secrets.token_hex(2)}"
+        self.workers = workers
         self.next_local_user = 0
         self.next_socket = 0
         self.users_running = 0
         self.live: dict[int, SocketLedger] = {}
         self.reported = False
         self.users_done = Event()
-        self.merged = Tally()  # master / local runner: the sum of the workers' tallies
+        # Early end of the drain: a single load process with a steady membership knows
+        # when every message it sent has reached every member of its room.
+        self.single = workers == 1 and not worker and plan.scenario != "churn"
+        self.members: Counter[str] = Counter()  # open sockets per room
+        self.expected_deliveries = 0  # Σ over sends of the room's open sockets at the time
+        self.first_deliveries = 0
+        self.drained = Event()
+        self.merged: Tally | None = None  # master / local runner: the sum of the tallies
         self.results_received = 0
         self.results_expected = 1
 
     @property
-    def send_from_ns(self) -> int:
-        return self.start_ns + int(self.plan.warmup_s * 1e9)
-
-    @property
-    def send_until_ns(self) -> int:
-        return self.send_from_ns + int(self.plan.duration_s * 1e9)
-
-    @property
     def leave_at_ns(self) -> int:
-        return self.send_until_ns + int(self.plan.drain_s * 1e9)
+        return self.window.until_ns + round(self.plan.drain_s * SECOND_NS)
+
+    def everything_arrived(self) -> bool:
+        return self.single and self.first_deliveries >= self.expected_deliveries
+
+    def wait_for_drain(self, *others: Any) -> None:
+        """Until the drain ends (or one of ``others``, greenlets, ends first)."""
+        timeout = max(0.0, (self.leave_at_ns - time.time_ns()) / 1e9)
+        gevent.wait([self.drained, *others], timeout=timeout, count=1)
+
+    def user_index(self, worker_index: int) -> int:
+        """A number unique across processes: worker k of n takes k, k + n, k + 2n, ..."""
+        index = self.next_local_user * self.workers + worker_index
+        self.next_local_user += 1
+        return index
 
 
 PROCESS = LoadProcess()
 
 
-def _plan_from_options(environment: Any) -> Plan:
-    options = environment.parsed_options
-    host = environment.host or ""
-    targets = tuple(t for t in (options.targets or host).split(",") if t)
-    if not targets:
-        raise ValueError("give --host ws://HOST:PORT (or --targets)")
-    return Plan(
-        scenario=options.scenario,
-        run_id=options.run_id or options.chatload_run_id,
-        rooms=max(1, int(options.rooms)),
-        rate=float(options.rate),
-        duration_s=float(options.duration),
-        warmup_s=float(options.warmup),
-        drain_s=float(options.drain),
-        targets=targets,
-    )
+@dataclass(frozen=True)
+class Session:
+    """One socket's part of the plan: where, and when to send, stop and leave (ns)."""
+
+    room: str
+    target: str
+    send_from_ns: int
+    send_until_ns: int
+    leave_ns: int
 
 
-def _wait_until_ns(deadline_ns: int) -> None:
+def _sleep_until_ns(deadline_ns: int) -> None:
     delay = (deadline_ns - time.time_ns()) / 1e9
     if delay > 0:
         gevent.sleep(delay)
@@ -174,7 +146,7 @@ def _fire(environment: Any, name: str, ms: float, error: Exception | None = None
 
 
 class ChatUser(User):
-    """One chat participant following the chosen scenario, then stopping."""
+    """One chat participant following the plan, then stopping."""
 
     # Locust's own wait between tasks is unused: the task runs the whole plan once.
     def wait_time(self) -> float:
@@ -183,174 +155,219 @@ class ChatUser(User):
     @task
     def follow_plan(self) -> None:
         process = PROCESS
-        plan = process.plan
-        if plan is None or process.reported:
+        if process.plan is None or process.reported:
             raise StopUser()
-        runner = self.environment.runner
-        workers = getattr(self.environment.parsed_options, "expect_workers", 1) or 1
-        worker_index = max(getattr(runner, "worker_index", 0), 0)
-        user_index = (
-            process.next_local_user * (workers if isinstance(runner, WorkerRunner) else 1)
-            + worker_index
-        )
-        process.next_local_user += 1
+        worker_index = max(getattr(self.environment.runner, "worker_index", 0), 0)
+        user_index = process.user_index(worker_index)
         process.users_running += 1
-        rng = random.Random()
         try:
-            if plan.scenario == "churn":
-                _wait_until_ns(process.send_from_ns)
-                session = 0
-                while time.time_ns() < process.send_until_ns and session < 100_000:
-                    stay_ns = int(rng.uniform(*CHURN_STAY_S) * 1e9)
-                    stop_ns = min(time.time_ns() + stay_ns, process.send_until_ns)
-                    leave_ns = stop_ns + int(plan.drain_s * 1e9)
-                    self.session(
-                        plan,
-                        user_index,
-                        plan.room_of_user(user_index, session),
-                        0,
-                        stop_ns,
-                        leave_ns,
-                        rng,
-                    )
-                    session += 1
+            if process.plan.scenario == "churn":
+                self.churn(user_index)
             else:
-                # fanout, isolation, idle: one socket for the whole test; reconnect after a
-                # lost connection while there is time left (each failure is counted)
-                attempts = 0
-                while time.time_ns() < process.send_until_ns and attempts < 20:
-                    attempts += 1
-                    rate_ok = plan.scenario != "idle"
-                    completed = self.session(
-                        plan,
-                        user_index,
-                        plan.room_of_user(user_index),
-                        process.send_from_ns,
-                        process.send_until_ns if rate_ok else 0,
-                        process.leave_at_ns,
-                        rng,
-                    )
-                    if completed:
-                        break
-                    gevent.sleep(0.5)  # back off before reconnecting (bounded: attempts)
+                self.stay(user_index)
         finally:
             process.users_running -= 1
-            if process.users_running == 0 and time.time_ns() >= process.send_until_ns:
+            if process.users_running == 0 and time.time_ns() >= process.window.until_ns:
                 process.users_done.set()
         raise StopUser()
 
-    def session(
-        self,
-        plan: Plan,
-        user_index: int,
-        room: str,
-        start_sending_ns: int,
-        stop_sending_ns: int,
-        leave_ns: int,
-        rng: random.Random,
-    ) -> bool:
-        """One socket: connect, send from ``start_sending_ns`` until ``stop_sending_ns``,
-        wait until ``leave_ns``, close. True if it ran to its planned end."""
-        process = PROCESS
-        tally = process.tally
-        target = plan.target_of_user(user_index)
-        started = time.perf_counter()
-        try:
-            connection = Connection.open(target, f"/ws/chat/{room}/")
-        except WireError as error:
-            tally.error(error.kind)
-            _fire(self.environment, "connect", (time.perf_counter() - started) * 1000, error)
-            return False
-        join_ns = time.time_ns()
-        connect_ms = (time.perf_counter() - started) * 1000
-        tally.connect.add(connect_ms * 1000)
-        tally.counters["connects"] += 1
-        _fire(self.environment, "connect", connect_ms)
+    def stay(self, user_index: int) -> None:
+        """fanout, isolation, idle: one socket for the whole test; after a lost connection,
+        reconnect while there is sending time left (each failure is counted)."""
+        process, plan = PROCESS, PROCESS.plan
+        session = Session(
+            room=plan.room_of_user(user_index),
+            target=plan.target_of_user(user_index),
+            send_from_ns=process.window.start_ns,
+            send_until_ns=process.window.until_ns if plan.rate > 0 else 0,
+            leave_ns=process.leave_at_ns,
+        )
+        rng = random.Random()
+        for _attempt in range(MAX_RECONNECTS):
+            if self.run_session(session, rng):
+                return
+            if time.time_ns() >= process.window.until_ns:
+                return
+            gevent.sleep(RECONNECT_BACKOFF_S)
 
-        grace_ns = int(plan.drain_s * 1e9)
-        ledger = SocketLedger(tally, plan.run_id, room, join_ns, grace_ns)
+    def churn(self, user_index: int) -> None:
+        """Connect, send for a while, linger for the drain, leave; the next room; repeat."""
+        process, plan = PROCESS, PROCESS.plan
+        rng = random.Random()
+        _sleep_until_ns(process.window.start_ns)
+        for number in range(MAX_CHURN_SESSIONS):
+            now_ns = time.time_ns()
+            if now_ns >= process.window.until_ns:
+                return
+            stop_ns = min(now_ns + int(rng.uniform(*CHURN_STAY_S) * 1e9), process.window.until_ns)
+            self.run_session(
+                Session(
+                    room=plan.room_of_user(user_index, number),
+                    target=plan.target_of_user(user_index),
+                    send_from_ns=0,
+                    send_until_ns=stop_ns,
+                    leave_ns=stop_ns + round(plan.drain_s * SECOND_NS),
+                ),
+                rng,
+            )
+
+    def run_session(self, session: Session, rng: random.Random) -> bool:
+        """One socket: connect, send, wait, close. True if it ran to its planned end."""
+        process = PROCESS
+        connection = self.connect(session)
+        if connection is None:
+            return False
+        ledger = SocketLedger(
+            process.tally, session.room, time.time_ns(), round(process.plan.drain_s * SECOND_NS)
+        )
         socket_no = process.next_socket
         process.next_socket += 1
         process.live[socket_no] = ledger
-        prefix = f"{process.token}s{socket_no}."
-        environment = self.environment
-        counters = tally.counters
-
-        def on_text(payload: bytes, recv_ns: int) -> None:
-            stamp, problem = parse_server_payload(payload)
-            if stamp is not None:
-                ledger.deliver(stamp, recv_ns)
-                if stamp.msg_id.startswith(prefix):  # our own copy: a round trip
-                    _fire(environment, "round trip", (recv_ns - stamp.send_ns) / 1e6)
-            elif problem == "message is not a load-test message":
-                counters["foreign"] += 1
-            else:
-                kind = "server_error_frame" if problem.startswith("server error") else "bad_frame"
-                tally.error(kind)
-                _fire(environment, kind, 0, RuntimeError(problem))
-
-        receiver = gevent.spawn(connection.receive_loop, on_text)
+        process.members[session.room] += 1
+        receiver = gevent.spawn(
+            connection.receive_loop,
+            self.receipt_handler(ledger, own_prefix=f"{process.token}s{socket_no}."),
+        )
         try:
-            start_s = max(time.time(), start_sending_ns / 1e9)
-            for moment in send_times(start_s, stop_sending_ns / 1e9, plan.rate, rng):
-                gevent.sleep(max(0.0, moment - time.time()))
-                if receiver.ready():
-                    break
-                seq_id = f"{prefix}{counters['sent']}"
-                send_ns = time.time_ns()
-                payload = encode_frame_payload(encode_text(plan.run_id, room, seq_id, send_ns))
-                try:
-                    connection.send_payload(payload)
-                except OSError:
-                    tally.error("send_failed")
-                    break
-                counters["sent"] += 1
-                tally.sends.append((room, send_ns))
+            self.send_until(session, connection, receiver, socket_no, rng)
             if not receiver.ready():
-                receiver.join(timeout=max(0.0, (leave_ns - time.time_ns()) / 1e9))
-            if receiver.ready():
-                # The server ended the connection before we left.
+                if session.leave_ns == process.leave_at_ns:
+                    process.wait_for_drain(receiver)
+                else:
+                    receiver.join(timeout=max(0.0, (session.leave_ns - time.time_ns()) / 1e9))
+            if receiver.ready():  # the server ended the connection before we left
                 ledger.start_leaving(time.time_ns())
-                tally.error(f"connection_{receiver.value or 'failed'}")
-                _fire(environment, "connection lost", 0, RuntimeError(str(receiver.value)))
+                process.tally.error(f"connection_{receiver.value or 'failed'}", time.time_ns())
+                _fire(self.environment, "connection lost", 0, RuntimeError(str(receiver.value)))
                 return False
-            ledger.start_leaving(time.time_ns())
-            connection.start_close()
-            receiver.join(timeout=CLOSE_TIMEOUT_S)
-            if not receiver.ready():
-                tally.error("close_timeout")
-            elif receiver.value == "closed":
-                counters["sessions_closed_cleanly"] += 1
-            else:
-                tally.error(f"close_{receiver.value}")
+            # Drained early: everything sent has arrived, so nothing is still in flight.
+            drained = process.drained.is_set()
+            ledger.start_leaving(
+                time.time_ns(), firm_until_ns=process.window.until_ns if drained else None
+            )
+            self.close(connection, receiver)
             return True
         finally:
             # Also runs when Locust kills the user mid-plan: membership ends now, so
             # nothing sent later is expected of this socket.
             ledger.start_leaving(time.time_ns())
+            process.members[session.room] -= 1
             process.live.pop(socket_no, None)
             connection.abort()
             if not receiver.ready():
                 receiver.kill(block=False)
 
+    def connect(self, session: Session) -> Connection | None:
+        """Open the room's socket, timing the handshake; None (counted) if it fails."""
+        tally = PROCESS.tally
+        started = time.perf_counter()
+        try:
+            connection = Connection.open(session.target, f"/ws/chat/{session.room}/")
+        except WireError as error:
+            tally.error(error.kind, time.time_ns())
+            _fire(self.environment, "connect", (time.perf_counter() - started) * 1000, error)
+            return None
+        connect_ms = (time.perf_counter() - started) * 1000
+        tally.connect.add(connect_ms * 1000)
+        tally.counters["connects"] += 1
+        _fire(self.environment, "connect", connect_ms)
+        return connection
 
-def _monitor_loop_lag(process: LoadProcess, stop_ns: int) -> None:
-    """From the start of sending, sample how late a short sleep wakes: the load
-    process's scheduling delay (the measurement's own queueing)."""
-    _wait_until_ns(process.send_from_ns)
-    process.send_start_cpu = _cpu_seconds()
-    process.send_start_wall = time.monotonic()
-    histogram = process.tally.loop_lag
-    for _ in range(1_000_000):
-        if time.time_ns() >= stop_ns or process.reported:
+    def receipt_handler(self, ledger: SocketLedger, *, own_prefix: str) -> Any:
+        """The receive loop's callback: account each frame the server sends."""
+        environment = self.environment
+        tally = ledger.tally
+
+        process = PROCESS
+
+        def on_text(payload: bytes, recv_ns: int) -> None:
+            stamp, problem = parse_server_payload(payload)
+            if stamp is not None:
+                if ledger.deliver(stamp, recv_ns):
+                    process.first_deliveries += 1
+                if stamp.msg_id.startswith(own_prefix):  # our own copy: a round trip
+                    _fire(environment, "round trip", (recv_ns - stamp.send_ns) / 1e6)
+            elif problem == "message is not a load-test message":
+                tally.counters["foreign"] += 1
+            else:
+                kind = "server_error_frame" if problem.startswith("server error") else "bad_frame"
+                tally.error(kind, recv_ns)
+                _fire(environment, kind, 0, RuntimeError(problem))
+
+        return on_text
+
+    def send_until(
+        self,
+        session: Session,
+        connection: Connection,
+        receiver: gevent.Greenlet,
+        socket_no: int,
+        rng: random.Random,
+    ) -> None:
+        """Send at the plan's rate from the session's start until its stop."""
+        process, plan = PROCESS, PROCESS.plan
+        prefix = f"{process.token}s{socket_no}."
+        start_s = max(time.time(), session.send_from_ns / 1e9)
+        moments = send_times(start_s, session.send_until_ns / 1e9, plan.rate, rng)
+        for sequence, moment in enumerate(moments):
+            gevent.sleep(max(0.0, moment - time.time()))
+            if receiver.ready():
+                return
+            send_ns = time.time_ns()
+            text = encode_text(
+                plan.run_id, session.room, f"{prefix}{sequence}", send_ns, plan.message_bytes
+            )
+            try:
+                connection.send_payload(encode_frame_payload(text))
+            except OSError:
+                process.tally.error("send_failed", time.time_ns())
+                return
+            process.tally.sends.append((session.room, send_ns))
+            process.expected_deliveries += process.members[session.room]
+
+    def close(self, connection: Connection, receiver: gevent.Greenlet) -> None:
+        """The close handshake, bounded by CLOSE_TIMEOUT_S."""
+        tally = PROCESS.tally
+        connection.start_close()
+        receiver.join(timeout=CLOSE_TIMEOUT_S)
+        if not receiver.ready():
+            tally.error("close_timeout", time.time_ns())
+        elif receiver.value == "closed":
+            tally.counters["sessions_closed_cleanly"] += 1
+        else:
+            tally.error(f"close_{receiver.value}", time.time_ns())
+
+
+def _monitor(process: LoadProcess) -> None:
+    """From the test start: count the open sockets at each second of the timeline. During
+    the measured window: this process's CPU time, and how late a short sleep wakes (the
+    load process's own scheduling delay, i.e. the measurement's queueing)."""
+    window, tally = process.window, process.tally
+    connected = tally.timeline.counts["connected"]
+    next_second = window.second(time.time_ns()) + 1
+    for _ in range(10_000_000):  # bounded by the leave time below
+        now_ns = time.time_ns()
+        if now_ns >= process.leave_at_ns or process.reported or process.drained.is_set():
             return
+        if process.cpu_from is None and now_ns >= window.measure_from_ns:
+            process.cpu_from = (_cpu_seconds(), time.monotonic())
+        if process.cpu_until is None and now_ns >= window.until_ns:
+            process.cpu_until = (_cpu_seconds(), time.monotonic())
+        if now_ns >= window.until_ns and process.everything_arrived():
+            process.drained.set()
+        if window.second(now_ns) >= next_second:
+            connected[window.second(now_ns)] += len(process.live)
+            next_second = window.second(now_ns) + 1
         before = time.perf_counter()
         gevent.sleep(LOOP_LAG_PERIOD_S)
-        histogram.add(max(time.perf_counter() - before - LOOP_LAG_PERIOD_S, 1e-6) * 1e6)
+        if process.cpu_from is not None and process.cpu_until is None:
+            lag_us = (time.perf_counter() - before - LOOP_LAG_PERIOD_S) * 1e6
+            tally.loop_lag.add(max(lag_us, 1.0))
 
 
 def _report_when_done(environment: Any, process: LoadProcess) -> None:
-    _wait_until_ns(process.leave_at_ns)
+    _sleep_until_ns(process.window.until_ns)
+    process.wait_for_drain()
     # Users close their sockets after the drain; give them the close timeout and a bit.
     process.users_done.wait(timeout=CLOSE_TIMEOUT_S + 2.0)
     _send_result(environment, process)
@@ -364,12 +381,11 @@ def _send_result(environment: Any, process: LoadProcess) -> None:
     for ledger in list(process.live.values()):
         ledger.start_leaving(now_ns)
     if process.users_running:
-        process.tally.error("user_unfinished_at_report", process.users_running)
+        process.tally.error("user_unfinished_at_report", now_ns, process.users_running)
+    cpu_from = process.cpu_from or (_cpu_seconds(), time.monotonic())
+    cpu_until = process.cpu_until or (_cpu_seconds(), time.monotonic())
     process.tally.processes.append(
-        {
-            "cpu_s": _cpu_seconds() - process.send_start_cpu,
-            "wall_s": time.monotonic() - process.send_start_wall,
-        }
+        {"cpu_s": cpu_until[0] - cpu_from[0], "wall_s": cpu_until[1] - cpu_from[1]}
     )
     environment.runner.send_message(RESULT_MESSAGE, process.tally.to_dict())
 
@@ -384,8 +400,9 @@ def _on_init(environment: Any, **_kwargs: Any) -> None:
 
         @environment.web_ui.app.route("/chat-load")
         def _chat_load_page() -> Any:
-            result = getattr(environment, "chatload_result", None)
-            return report.live_page(result)
+            merged = PROCESS.merged
+            done = merged is not None and PROCESS.results_received >= PROCESS.results_expected
+            return report.live_page(summarize(merged) if done else None)
 
 
 @events.test_start.add_listener
@@ -395,15 +412,31 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
     if not isinstance(runner, WorkerRunner):
         # The master decides the room-name prefix and the test's start; workers receive
         # both with the spawn message (Locust forwards custom options to workers).
-        options.chatload_run_id = new_run_id()
+        # The user count too: a worker's own -u is not the test's.
+        options.chatload_run_id = options.run_id or new_run_id()
         options.chatload_start_ns = time.time_ns()
-    plan = _plan_from_options(environment)
-    PROCESS.reset(plan, options.chatload_start_ns)
+        options.chatload_users = options.num_users or runner.target_user_count or 1
+    options.run_id = options.chatload_run_id
+    plan = plan_from_options(options, users=options.chatload_users, targets=_targets(environment))
+    workers = options.expect_workers if isinstance(runner, WorkerRunner) else 1
+    PROCESS.reset(
+        plan,
+        options.chatload_start_ns,
+        workers=max(workers or 1, 1),
+        worker=isinstance(runner, (WorkerRunner, MasterRunner)),
+    )
     if isinstance(runner, MasterRunner):
         PROCESS.results_expected = max(runner.worker_count, 1)
         return
-    gevent.spawn(_monitor_loop_lag, PROCESS, PROCESS.leave_at_ns)
+    gevent.spawn(_monitor, PROCESS)
     gevent.spawn(_report_when_done, environment, PROCESS)
+
+
+def _targets(environment: Any) -> tuple[str, ...] | None:
+    listed = environment.parsed_options.targets
+    if listed:
+        return None  # plan_from_options reads --targets itself
+    return (environment.host,) if environment.host else None
 
 
 @events.test_stop.add_listener
@@ -415,17 +448,17 @@ def _on_test_stop(environment: Any, **_kwargs: Any) -> None:
 
 def _on_result(environment: Any, msg: Any, **_kwargs: Any) -> None:
     process = PROCESS
-    process.merged.merge(Tally.from_dict(msg.data))
+    tally = Tally.from_dict(msg.data)
+    if process.merged is None:
+        process.merged = Tally(tally.window)
+    process.merged.merge(tally)
     process.results_received += 1
     if process.results_received < process.results_expected:
         return
-    plan = process.plan
-    summary = summarize(process.merged, plan.duration_s)
-    result = {"plan": plan.to_dict(), "summary": summary, "complete": True}
-    environment.chatload_result = result
-    logger.info("chat load result: %s", json.dumps(summary))
+    logger.info("chat load result: %s", json.dumps(summarize(process.merged)))
     options = environment.parsed_options
     if options and options.results_file:
-        Path(options.results_file).write_text(json.dumps(result, indent=2))
+        result = {"plan": process.plan.to_dict(), "tally": process.merged.to_dict()}
+        Path(options.results_file).write_text(json.dumps(result))
     if options and options.headless:
         gevent.spawn_later(0.2, environment.runner.quit)

@@ -1,20 +1,42 @@
-"""The comparison table (terminal) and report.html (inline SVG, no scripts, no network)."""
+"""What people read: the terminal tables, report.html (one self-contained file: inline SVG
+charts from load/charts.py, no scripts, no network) and the Locust web UI's result page."""
 
 from __future__ import annotations
 
 import html
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-COLUMNS = (
-    # (heading, how to get it from a run)
+Record = Mapping[str, Any]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _stack(run: Record) -> str:
+    parts = [str(run.get("layer"))]
+    if run.get("servers", 1) != 1:
+        parts.append(f"x{run['servers']}")
+    if run.get("asgi") not in (None, "daphne"):
+        parts.append(str(run["asgi"]))
+    return " ".join(parts)
+
+
+RUN_COLUMNS: tuple[tuple[str, Callable[[Record], Any]], ...] = (
     ("layer", lambda r: r["layer"]),
     ("consumer", lambda r: r["consumer"]),
     ("srv", lambda r: r["servers"]),
+    ("asgi", lambda r: r.get("asgi")),
     ("scenario", lambda r: r["scenario"]),
     ("users", lambda r: r["users"]),
     ("rooms", lambda r: r["rooms"]),
+    ("rate", lambda r: f"{r['rate_per_user']:g}"),
     ("sent", lambda r: r["sent"]),
     ("expected", lambda r: r["expected"]),
     ("delivered", lambda r: r["delivered"]),
@@ -29,36 +51,32 @@ COLUMNS = (
     ("max ms", lambda r: _ms(r["latency_ms"]["max"])),
     ("conn p95", lambda r: _ms(r["connect_ms"]["p95"])),
     ("cli µs/d", lambda r: _num(r.get("client_cpu_us_per_delivery"))),
-    ("srv cpu s", lambda r: _num(r.get("server_cpu_s"))),
+    ("srv µs/d", lambda r: _num(r.get("server_cpu_us_per_delivery"))),
     ("saturated", lambda r: "CLIENT" if r["client_saturated"] else "no"),
 )
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def table(runs: Sequence[dict[str, Any]]) -> str:
-    """A fixed-width table, one row per run; problems are spelled out below it."""
-    rows = [[str(get(run)) for _, get in COLUMNS] for run in runs]
-    headings = [heading for heading, _ in COLUMNS]
+def _fixed_width(headings: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [
         max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
         for i, h in enumerate(headings)
     ]
     lines = ["  ".join(h.rjust(w) for h, w in zip(headings, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return lines
+
+
+def table(runs: Sequence[Record]) -> str:
+    """A fixed-width table, one row per run; problems are spelled out below it."""
+    rows = [[str(get(run)) for _, get in RUN_COLUMNS] for run in runs]
+    lines = _fixed_width([heading for heading, _ in RUN_COLUMNS], rows)
     for run in runs:
         for problem in problems(run):
             lines.append(f"! {run['layer']} {run['scenario']}: {problem}")
     return "\n".join(lines)
 
 
-def problems(run: dict[str, Any]) -> list[str]:
+def problems(run: Record) -> list[str]:
     """Every way a run fell short, in words (never averaged away)."""
     found = []
     if run["lost"]:
@@ -81,17 +99,16 @@ def problems(run: dict[str, Any]) -> list[str]:
     return found
 
 
-def medians(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (layer, consumer, servers, scenario): medians of repeated runs."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+def medians(runs: Sequence[Record]) -> list[dict[str, Any]]:
+    """One row per (layer, consumer, servers, asgi, scenario): medians of repeated runs."""
+    groups: dict[tuple, list[Record]] = {}
     for run in runs:
-        groups.setdefault(
-            (run["layer"], run["consumer"], run["servers"], run["scenario"]), []
-        ).append(run)
+        key = (run["layer"], run["consumer"], run["servers"], run.get("asgi"), run["scenario"])
+        groups.setdefault(key, []).append(run)
     rows = []
-    for (layer, consumer, servers, scenario), group in groups.items():
+    for (layer, consumer, servers, asgi, scenario), group in groups.items():
 
-        def med(get, group=group):
+        def med(get: Callable[[Record], Any], group: list[Record] = group) -> Any:
             values = [get(r) for r in group if get(r) is not None]
             return statistics.median(values) if values else None
 
@@ -100,6 +117,7 @@ def medians(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "layer": layer,
                 "consumer": consumer,
                 "servers": servers,
+                "asgi": asgi,
                 "scenario": scenario,
                 "runs": len(group),
                 "delivered_per_s": med(lambda r: r["delivered_per_s"]),
@@ -107,7 +125,7 @@ def medians(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "p50_ms": med(lambda r: r["latency_ms"]["p50"]),
                 "p99_ms": med(lambda r: r["latency_ms"]["p99"]),
                 "client_cpu_us_per_delivery": med(lambda r: r.get("client_cpu_us_per_delivery")),
-                "server_cpu_s": med(lambda r: r.get("server_cpu_s")),
+                "server_cpu_us_per_delivery": med(lambda r: r.get("server_cpu_us_per_delivery")),
                 "lost": sum(r["lost"] for r in group),
                 "leaked": sum(r["leaked"] for r in group),
                 "errors": sum(r["errors"] for r in group),
@@ -116,132 +134,314 @@ def medians(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def medians_table(rows: Sequence[Record]) -> str:
+    headings = [
+        "layer",
+        "srv",
+        "asgi",
+        "runs",
+        "deliv/s",
+        "ratio",
+        "p50 ms",
+        "p99 ms",
+        "srv µs/d",
+        "cli µs/d",
+        "lost",
+        "leaked",
+        "errors",
+    ]
+    cells = [
+        [
+            str(r["layer"]),
+            str(r["servers"]),
+            str(r["asgi"]),
+            str(r["runs"]),
+            _num(r["delivered_per_s"], 0),
+            _num(r["delivery_ratio"], 4),
+            _ms(r["p50_ms"]),
+            _ms(r["p99_ms"]),
+            _num(r["server_cpu_us_per_delivery"]),
+            _num(r["client_cpu_us_per_delivery"]),
+            str(r["lost"]),
+            str(r["leaked"]),
+            str(r["errors"]),
+        ]
+        for r in rows
+    ]
+    return "\n".join(_fixed_width(headings, cells))
+
+
+# ---------------------------------------------------------------- capacity
+
+
+def capacity_line(entry: Record) -> str:
+    """One stack's capacity in a sentence."""
+    name = _stack(entry)
+    if entry["deliveries_per_s"] is None:
+        held = "held no step within the objective"
+    else:
+        held = (
+            f"{entry['deliveries_per_s']:,.0f} deliveries/s ({entry['users']} users in "
+            f"{entry['rooms']} rooms at {entry['rate_per_user']:g} msg/s each)"
+        )
+    past = entry.get("past_capacity")
+    after = (
+        f"; one step past it ({past['offered_deliveries_per_s']:,.0f} offered): {past['behaviour']}"
+        if past
+        else ""
+    )
+    limit = {
+        "client": "the load generator (a lower bound: the server may hold more)",
+        "max": "nothing: the highest step asked for passed",
+    }.get(entry["limited_by"], entry["limited_by"])
+    return f"{name}: {held}, limited by {limit}{after}"
+
+
+CAPACITY_HEADINGS = (
+    "layer",
+    "servers",
+    "asgi",
+    "capacity deliv/s",
+    "users",
+    "rooms",
+    "msg/s each",
+    "p99 at cap. ms",
+    "limited by",
+    "one step past capacity",
+    "server µs/delivery",
+    "repeats",
+)
+
+
+def _capacity_cells(entry: Record) -> list[str]:
+    past = entry.get("past_capacity")
+    latency = entry.get("latency_ms") or {}
+    repeats = entry.get("repeats") or []
+    return [
+        str(entry["layer"]),
+        str(entry["servers"]),
+        str(entry["asgi"]),
+        _num(entry["deliveries_per_s"], 0),
+        str(entry["users"]),
+        str(entry["rooms"]),
+        "-" if entry["rate_per_user"] is None else f"{entry['rate_per_user']:g}",
+        _ms(latency.get("p99")),
+        str(entry["limited_by"]),
+        past["behaviour"] if past else "-",
+        _num(entry.get("server_cpu_us_per_delivery")),
+        ", ".join(_num(r, 0) for r in repeats) if len(repeats) > 1 else "-",
+    ]
+
+
+def capacity_table(entries: Sequence[Record]) -> str:
+    return "\n".join(_fixed_width(CAPACITY_HEADINGS, [_capacity_cells(e) for e in entries]))
+
+
 # ---------------------------------------------------------------- report.html
 
-PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2")
-
-
-def _bar_chart(
-    title: str,
-    labels: Sequence[str],
-    series: Sequence[tuple[str, Sequence[float]]],
-    unit: str,
-    *,
-    fixed_max: float | None = None,
-) -> str:
-    """Grouped horizontal bars as inline SVG."""
-    bar_h, gap, left, width = 14, 10, 190, 460
-    per_group = bar_h * len(series) + gap
-    height = 40 + per_group * len(labels) + 24
-    top = max([v for _, values in series for v in values if v is not None] + [0])
-    scale_max = fixed_max or (top * 1.15 if top > 0 else 1.0)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" '
-        f'height="{height}" role="img" aria-label="{html.escape(title)}">',
-        f'<text x="4" y="16" font-weight="bold">{html.escape(title)}</text>',
-    ]
-    for s, (name, _) in enumerate(series):
-        parts.append(
-            f'<rect x="{left + s * 110}" y="24" width="10" height="10" '
-            f'fill="{PALETTE[s % len(PALETTE)]}"/><text x="{left + s * 110 + 14}" '
-            f'y="33" font-size="11">{html.escape(name)}</text>'
-        )
-    for g, label in enumerate(labels):
-        y0 = 40 + g * per_group
-        parts.append(
-            f'<text x="{left - 6}" y="{y0 + per_group / 2}" font-size="12" '
-            f'text-anchor="end">{html.escape(label)}</text>'
-        )
-        for s, (_, values) in enumerate(series):
-            value = values[g]
-            y = y0 + s * bar_h
-            if value is None:
-                continue
-            w = max(1.0, width * min(value, scale_max) / scale_max)
-            parts.append(
-                f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h - 2}" '
-                f'fill="{PALETTE[s % len(PALETTE)]}"/>'
-            )
-            parts.append(
-                f'<text x="{left + w + 4:.1f}" y="{y + bar_h - 4}" font-size="11">'
-                f"{value:,.3g} {unit}</text>"
-            )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _label(run: dict[str, Any]) -> str:
-    servers = f" x{run['servers']}" if run["servers"] != 1 else ""
-    return f"{run['layer']}{servers} {run['consumer']} {run['scenario']}"
-
-
-def html_report(summary: dict[str, Any]) -> str:
-    """report.html: charts of latency percentiles, delivered/s and delivery ratio, the
-    full table with problems in red, and the machine."""
-    runs = summary["runs"]
-    labels = [_label(r) + (f" #{i + 1}" if len(runs) > 1 else "") for i, r in enumerate(runs)]
-    latency = _bar_chart(
-        "Delivery latency (send → receipt, every member)",
-        labels,
-        [(p, [r["latency_ms"][p] for r in runs]) for p in ("p50", "p90", "p99")],
-        "ms",
-    )
-    rate = _bar_chart(
-        "Delivered messages per second",
-        labels,
-        [("delivered/s", [r["delivered_per_s"] for r in runs])],
-        "/s",
-    )
-    ratio = _bar_chart(
-        "Delivery ratio (delivered ÷ expected)",
-        labels,
-        [("ratio", [r["delivery_ratio"] for r in runs])],
-        "",
-        fixed_max=1.0,
-    )
-    head = [h for h, _ in COLUMNS]
-    body = []
-    for run in runs:
-        cells = "".join(f"<td>{html.escape(str(get(run)))}</td>" for _, get in COLUMNS)
-        bad = problems(run)
-        body.append(f'<tr class="{"bad" if bad else ""}">{cells}</tr>')
-        for problem in bad:
-            body.append(
-                f'<tr class="problem"><td colspan="{len(COLUMNS)}">⚠ '
-                f"{html.escape(problem)}</td></tr>"
-            )
-    harness = summary["harness"]
-    packages = ", ".join(f"{k} {v}" for k, v in harness["packages"].items())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Chat load report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 12px; }}
-td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
-tr.bad td {{ background: #fde8e8; }}
-tr.problem td {{ text-align: left; color: #b00; font-weight: bold; }}
-.charts svg {{ display: block; margin: 1em 0; }}
-</style></head><body>
-<h1>Chat load report</h1>
-<p>Started {html.escape(harness["started_at"])} on {harness["cpus"]} CPUs
-({html.escape(harness.get("cpu_model", ""))}); {html.escape(packages)}.
-Lost = expected - delivered after the drain; leaked = arrived in a room other than the
-sender's; rows with any loss, leak, duplicate, error or a saturated client are red.</p>
-<div class="charts">{latency}{rate}{ratio}</div>
-<table><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr>
-{"".join(body)}</table>
-</body></html>
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 72em; color: #222; }
+table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.5em; }
+td, th { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #f4f4f4; }
+td.text { text-align: left; }
+tr.bad td { background: #fde8e8; }
+tr.problem td { text-align: left; color: #b00; font-weight: bold; }
+.charts svg { display: block; margin: 1em 0; max-width: 100%; height: auto; }
+details { margin: 0.4em 0; }
+summary { cursor: pointer; }
+p.note { color: #555; font-size: 13px; }
 """
 
 
-def live_page(result: dict[str, Any] | None) -> str:
+def _html_table(headings: Sequence[str], rows: Sequence[Sequence[str]], text_columns=()) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headings)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="text">{html.escape(c)}</td>'
+            if i in text_columns
+            else f"<td>{html.escape(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _runs_table(runs: Sequence[Record]) -> str:
+    head = [h for h, _ in RUN_COLUMNS] + (
+        ["step", "verdict"] if any("step" in r for r in runs) else []
+    )
+    body = []
+    for run in runs:
+        cells = [str(get(run)) for _, get in RUN_COLUMNS]
+        if "step" in run:
+            cells += [
+                f"{run.get('search')} {run['step']} {run.get('phase')}",
+                "pass" if run["passed"] else "fail: " + ", ".join(run["broke"]),
+            ]
+        bad = problems(run)
+        row_class = "bad" if bad else ""
+        body.append(
+            f'<tr class="{row_class}">'
+            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+            + "</tr>"
+        )
+        for problem in bad:
+            body.append(
+                f'<tr class="problem"><td colspan="{len(head)}">⚠ {html.escape(problem)}</td></tr>'
+            )
+    heading = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    return f"<table><tr>{heading}</tr>{''.join(body)}</table>"
+
+
+def _capacity_section(summary: Mapping[str, Any]) -> str:
+    from load import charts  # matplotlib is imported only when a report is drawn
+
+    entries = summary["capacity"]
+    runs = summary["runs"]
+    slo = entries[0]["slo"]["p99_ms"] if entries else None
+    common = summary.get("common_load")
+    parts = [
+        "<h2>Capacity</h2>",
+        f"<p>The highest offered load each stack held with p99 ≤ {slo:g} ms, nothing lost and "
+        "no errors; every step's warm-up and measured window are its own. The shape (users, "
+        "rooms, messages per user per second) can be replayed by any client. “One step "
+        "past” is what the stack did at the lowest load that broke the objective.</p>",
+        _html_table(
+            CAPACITY_HEADINGS, [_capacity_cells(e) for e in entries], text_columns=(0, 2, 8, 9)
+        ),
+    ]
+    if common:
+        parts.append(
+            f'<p class="note">Server µs/delivery: the server processes\' CPU time per delivery '
+            f"at {common['offered_deliveries_per_s']:,.0f} offered deliveries/s "
+            f"({common['users']} users, {common['rooms']} rooms, "
+            f"{common['rate_per_user']:g} msg/s each), a load every stack held.</p>"
+        )
+    cdf_runs = {}
+    if common:
+        for run in runs:
+            if (
+                run["passed"]
+                and run["rate_per_user"] == common["rate_per_user"]
+                and run["users"] == common["users"]
+            ):
+                cdf_runs.setdefault(run["search"], run)
+    parts.append('<div class="charts">')
+    parts.append(charts.latency_against_load(runs, slo))
+    parts.append(charts.delivered_against_offered(runs))
+    parts.append(charts.loss_against_offered(runs))
+    if cdf_runs:
+        parts.append(
+            charts.latency_cdf(
+                cdf_runs,
+                f"Latency distribution at {common['offered_deliveries_per_s']:,.0f} "
+                "offered deliveries/s",
+            )
+        )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _bench_charts(runs: Sequence[Record]) -> str:
+    from load import charts
+
+    labels = [
+        f"{_stack(r)} {r['scenario']}" + (f" #{i + 1}" if len(runs) > 1 else "")
+        for i, r in enumerate(runs)
+    ]
+    return "".join(
+        [
+            '<div class="charts">',
+            charts.bars(
+                labels,
+                [(p, [r["latency_ms"][p] for r in runs]) for p in ("p50", "p90", "p99")],
+                "Delivery latency (send to receipt, every member)",
+                "ms",
+            ),
+            charts.bars(
+                labels,
+                [("delivered/s", [r["delivered_per_s"] for r in runs])],
+                "Delivered messages per second",
+                "/s",
+            ),
+            charts.bars(
+                labels,
+                [("ratio", [r["delivery_ratio"] for r in runs])],
+                "Delivery ratio (delivered ÷ expected)",
+                "",
+            ),
+            "</div>",
+        ]
+    )
+
+
+def _timelines(runs: Sequence[Record]) -> str:
+    from load import charts
+
+    parts = [
+        "<h2>Every run, second by second</h2>",
+        '<p class="note">Deliveries received per second and the p99 of each second\'s '
+        "messages; lost and errors below. Green: the measured window (before it, the "
+        "settle period). Red: a fault's window.</p>",
+    ]
+    for number, run in enumerate(runs, start=1):
+        name = f"{_stack(run)} {run['scenario']}"
+        if "step" in run:
+            name = (
+                f"{run['search']} step {run['step']} ({run['phase']}, "
+                f"{'pass' if run['passed'] else 'fail'})"
+            )
+        title = f"{name}: {run['offered_deliveries_per_s']:,.0f} offered/s"
+        svg = charts.run_timeline(run, f"Run {number}: {title}", run.get("fault"))
+        parts.append(
+            f"<details><summary>{html.escape(title)}</summary>"
+            f'<div class="charts">{svg}</div></details>'
+        )
+    return "".join(parts)
+
+
+def html_report(summary: Mapping[str, Any]) -> str:
+    """report.html: the capacity table and curves (for ``capacity``), the per-run charts,
+    every run second by second, the full table with problems in red, and the machine."""
+    runs = summary["runs"]
+    harness = summary["harness"]
+    packages = ", ".join(f"{k} {v}" for k, v in harness["packages"].items() if v)
+    body = [
+        f"<h1>Chat load report</h1><p>Started {html.escape(harness['started_at'])} on "
+        f"{harness['cpus']} CPUs ({html.escape(harness.get('cpu_model', ''))}), Python "
+        f"{html.escape(str(harness.get('python')))}; {html.escape(packages)}.</p>"
+    ]
+    if summary.get("capacity"):
+        body.append(_capacity_section(summary))
+    elif runs:
+        body.append(_bench_charts(runs))
+    if runs:
+        body.append(_timelines(runs))
+        body.append(
+            '<h2>Every run</h2><p class="note">Lost = expected - delivered after the '
+            "drain; leaked = arrived in a room other than the sender's; rows with any "
+            "loss, leak, duplicate, error or a saturated client are red.</p>"
+        )
+        body.append(_runs_table(runs))
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Chat load report</title><style>{STYLE}</style></head><body>"
+        + "".join(body)
+        + "</body></html>\n"
+    )
+
+
+def live_page(summary: Mapping[str, Any] | None) -> str:
     """The Locust web UI's /chat-load page: the last merged result."""
-    if result is None:
+    if summary is None:
         return (
             "<p>No result yet: the chat load result appears when every user has "
             "finished (sending, drain, close).</p>"
         )
-    summary = result["summary"]
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in summary.items()

@@ -5,6 +5,8 @@ buckets) and concatenation (send and membership records), so the totals are the 
 whether one process or many generated the load. ``summarize`` turns the merged tally into
 the contract's numbers:
 
+* only messages sent in the measured window (``Window``) count in the summary; those sent
+  while the server settles count in the per-second timeline alone;
 * a socket is *firmly* in its room from its handshake's completion (the tutorial consumer
   calls group_add before accept) until ``grace`` before it starts to close; a message is
   *expected* at every socket firmly in the sender's room at the message's send time;
@@ -21,17 +23,22 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from load.codec import Stamp
+from load.plan import SECOND_NS, Plan
 
 # Bucket i holds values in [RATIO**i, RATIO**(i+1)); reporting the geometric middle of a
 # bucket is off by at most sqrt(RATIO) - 1 = 0.995 % of the true value.
 RATIO = 1.02
 _LOG_RATIO = math.log(RATIO)
 _HALF_STEP = math.sqrt(RATIO)
+
+
+def bucket_index(value_us: float) -> int:
+    return int(math.log(value_us) / _LOG_RATIO) if value_us > 1.0 else 0
 
 
 class LogHistogram:
@@ -50,7 +57,10 @@ class LogHistogram:
         self.max: float | None = None
 
     def add(self, value_us: float) -> None:
-        index = int(math.log(value_us) / _LOG_RATIO) if value_us > 1.0 else 0
+        self.add_at(bucket_index(value_us), value_us)
+
+    def add_at(self, index: int, value_us: float) -> None:
+        """``add`` with the bucket already computed (one delivery feeds two histograms)."""
         buckets = self.buckets
         buckets[index] = buckets.get(index, 0) + 1
         self.count += 1
@@ -105,6 +115,16 @@ class LogHistogram:
         histogram.max = data["max"]
         return histogram
 
+    def cdf_ms(self) -> list[tuple[float, float]]:
+        """(upper edge in ms, fraction of values at or below it) for every bucket used."""
+        points = []
+        seen = 0
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            edge = min(RATIO ** (index + 1), self.max or 0.0) if self.max else RATIO ** (index + 1)
+            points.append((round(edge / 1000, 4), round(seen / self.count, 6)))
+        return points
+
     def percentiles_ms(self, names: Iterable[str]) -> dict[str, float | None]:
         """{"p50": ms, ..., "max": ms} rounded to the microsecond."""
         result: dict[str, float | None] = {}
@@ -115,9 +135,83 @@ class LogHistogram:
         return result
 
 
-# Counters every Tally has (all exact integers).
+@dataclass(frozen=True)
+class Window:
+    """When a run sends, in wall-clock ns: sending starts at ``start_ns`` (second 0 of the
+    timeline); messages sent in [measure_from_ns, until_ns) are the measured ones."""
+
+    start_ns: int
+    measure_from_ns: int
+    until_ns: int
+
+    @classmethod
+    def of(cls, plan: Plan, test_start_ns: int) -> Window:
+        start_ns = test_start_ns + round(plan.connect_s * SECOND_NS)
+        measure_from_ns = start_ns + round(plan.settle_s * SECOND_NS)
+        return cls(start_ns, measure_from_ns, measure_from_ns + round(plan.duration_s * SECOND_NS))
+
+    @property
+    def duration_s(self) -> float:
+        return (self.until_ns - self.measure_from_ns) / SECOND_NS
+
+    def second(self, ns: int) -> int:
+        """The timeline second ``ns`` falls in (negative before sending starts)."""
+        return (ns - self.start_ns) // SECOND_NS
+
+    def measured(self, send_ns: int) -> bool:
+        return self.measure_from_ns <= send_ns < self.until_ns
+
+    def to_dict(self) -> dict[str, int]:
+        return {"start_ns": self.start_ns, "measure_from_ns": self.measure_from_ns,
+                "until_ns": self.until_ns}  # fmt: skip
+
+
+class Timeline:
+    """Per-second counts of one run (second 0: sending starts), mergeable by addition.
+
+    ``firm`` and ``ambiguous`` deliveries and ``latency`` are filed under the second the
+    message was *sent* (so delivered + lost = expected holds for every second);
+    ``received`` under the second it arrived; ``errors`` when they happened;
+    ``connected`` is the number of open sockets sampled at the start of each second.
+    """
+
+    FIELDS = ("firm", "ambiguous", "received", "errors", "connected")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, Counter[int]] = {name: Counter() for name in self.FIELDS}
+        self.latency: dict[int, LogHistogram] = {}
+
+    def latency_at(self, second: int) -> LogHistogram:
+        histogram = self.latency.get(second)
+        if histogram is None:
+            histogram = self.latency[second] = LogHistogram()
+        return histogram
+
+    def merge(self, other: Timeline) -> None:
+        for name in self.FIELDS:
+            self.counts[name].update(other.counts[name])
+        for second, histogram in other.latency.items():
+            self.latency_at(second).merge(histogram)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counts": {name: {str(k): v for k, v in c.items()} for name, c in self.counts.items()},
+            "latency": {str(k): h.to_dict() for k, h in self.latency.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Timeline:
+        timeline = cls()
+        for name in cls.FIELDS:
+            timeline.counts[name] = Counter(
+                {int(k): int(v) for k, v in data["counts"].get(name, {}).items()}
+            )
+        timeline.latency = {int(k): LogHistogram.from_dict(h) for k, h in data["latency"].items()}
+        return timeline
+
+
+# Counters every Tally has (all exact integers). Deliveries count the measured window only.
 COUNTERS = (
-    "sent",  # frames written to a socket in full
     "delivered_firm",  # first receipt of a message at a socket firmly in the sender's room
     "ambiguous",  # first receipt of a message sent during the receiver's handshake/close window
     "duplicated",  # a second (or later) receipt of a message at one socket
@@ -132,12 +226,14 @@ COUNTERS = (
 class Tally:
     """Everything one process measured; ``merge`` adds another process's tally."""
 
+    window: Window
     counters: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)  # kind -> count
-    latency: LogHistogram = field(default_factory=LogHistogram)  # µs, every delivery
+    latency: LogHistogram = field(default_factory=LogHistogram)  # µs, measured deliveries
     connect: LogHistogram = field(default_factory=LogHistogram)  # µs, every handshake
     loop_lag: LogHistogram = field(default_factory=LogHistogram)  # µs, gevent loop lag
-    # (room, send_ns) of every message sent
+    timeline: Timeline = field(default_factory=Timeline)
+    # (room, send_ns) of every message sent, the settle period's included
     sends: list[tuple[str, int]] = field(default_factory=list)
     # (room, join_ns, firm_until_ns) of every socket that completed its handshake
     memberships: list[tuple[str, int, int]] = field(default_factory=list)
@@ -150,20 +246,24 @@ class Tally:
         self.latency.merge(other.latency)
         self.connect.merge(other.connect)
         self.loop_lag.merge(other.loop_lag)
+        self.timeline.merge(other.timeline)
         self.sends.extend(other.sends)
         self.memberships.extend(other.memberships)
         self.processes.extend(other.processes)
 
-    def error(self, kind: str, count: int = 1) -> None:
+    def error(self, kind: str, at_ns: int, count: int = 1) -> None:
         self.errors[kind] += count
+        self.timeline.counts["errors"][self.window.second(at_ns)] += count
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "window": self.window.to_dict(),
             "counters": dict(self.counters),
             "errors": dict(self.errors),
             "latency": self.latency.to_dict(),
             "connect": self.connect.to_dict(),
             "loop_lag": self.loop_lag.to_dict(),
+            "timeline": self.timeline.to_dict(),
             "sends": self.sends,
             "memberships": self.memberships,
             "processes": self.processes,
@@ -172,11 +272,13 @@ class Tally:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tally:
         return cls(
+            window=Window(**data["window"]),
             counters=Counter(data["counters"]),
             errors=Counter(data["errors"]),
             latency=LogHistogram.from_dict(data["latency"]),
             connect=LogHistogram.from_dict(data["connect"]),
             loop_lag=LogHistogram.from_dict(data["loop_lag"]),
+            timeline=Timeline.from_dict(data["timeline"]),
             sends=[(room, int(ns)) for room, ns in data["sends"]],
             memberships=[(room, int(a), int(b)) for room, a, b in data["memberships"]],
             processes=list(data["processes"]),
@@ -188,7 +290,8 @@ class SocketLedger:
 
     Whether a delivery is firm depends on when the socket starts to close, which is not
     known yet when it arrives; deliveries stay pending until their send time is more than
-    ``grace`` in the past (then they are firm whatever happens later) or until ``finish``.
+    ``grace`` in the past (then they are firm whatever happens later) or until the socket
+    starts to leave.
     """
 
     __slots__ = (
@@ -197,14 +300,12 @@ class SocketLedger:
         "join_ns",
         "pending",
         "room",
-        "run_id",
         "seen",
         "tally",
     )
 
-    def __init__(self, tally: Tally, run_id: str, room: str, join_ns: int, grace_ns: int) -> None:
+    def __init__(self, tally: Tally, room: str, join_ns: int, grace_ns: int) -> None:
         self.tally = tally
-        self.run_id = run_id
         self.room = room
         self.join_ns = join_ns
         self.grace_ns = grace_ns
@@ -212,79 +313,115 @@ class SocketLedger:
         self.seen: set[str] = set()
         self.pending: deque[int] = deque()
 
-    def deliver(self, stamp: Stamp, recv_ns: int) -> None:
-        """Account one received measurement message (receipt time ``recv_ns``)."""
-        counters = self.tally.counters
+    def deliver(self, stamp: Stamp, recv_ns: int) -> bool:
+        """Account one received measurement message (receipt time ``recv_ns``); True for
+        the first copy of a message of this socket's room."""
+        tally = self.tally
         if stamp.room != self.room:
             # Room names carry the run id, so another run's message here is a leak too.
-            counters["leaked"] += 1
-            return
+            tally.counters["leaked"] += 1
+            return False
         if stamp.msg_id in self.seen:
-            counters["duplicated"] += 1
-            return
+            tally.counters["duplicated"] += 1
+            return False
         self.seen.add(stamp.msg_id)
         send_ns = stamp.send_ns
-        self.tally.latency.add(max(recv_ns - send_ns, 0) / 1000)
+        window = tally.window
+        timeline = tally.timeline
+        latency_us = max(recv_ns - send_ns, 0) / 1000
+        index = bucket_index(latency_us)
+        timeline.latency_at((send_ns - window.start_ns) // SECOND_NS).add_at(index, latency_us)
+        timeline.counts["received"][(recv_ns - window.start_ns) // SECOND_NS] += 1
+        if window.measure_from_ns <= send_ns < window.until_ns:
+            tally.latency.add_at(index, latency_us)
         if send_ns < self.join_ns:
-            counters["ambiguous"] += 1
+            self._count(send_ns, firm=False)
         elif self.firm_until_ns is not None:
-            counters["delivered_firm" if send_ns <= self.firm_until_ns else "ambiguous"] += 1
+            self._count(send_ns, firm=send_ns <= self.firm_until_ns)
         else:
             pending = self.pending
             pending.append(send_ns)
             # Anything sent more than grace ago is firm whenever the close starts.
             horizon = recv_ns - self.grace_ns
             while pending and pending[0] <= horizon:
-                pending.popleft()
-                counters["delivered_firm"] += 1
+                self._count(pending.popleft(), firm=True)
+        return True
 
-    def start_leaving(self, leave_ns: int) -> None:
-        """The socket starts to close (or was found dead) at ``leave_ns``."""
+    def _count(self, send_ns: int, *, firm: bool) -> None:
+        tally = self.tally
+        window = tally.window
+        tally.timeline.counts["firm" if firm else "ambiguous"][
+            (send_ns - window.start_ns) // SECOND_NS
+        ] += 1
+        if window.measure_from_ns <= send_ns < window.until_ns:
+            tally.counters["delivered_firm" if firm else "ambiguous"] += 1
+
+    def start_leaving(self, leave_ns: int, *, firm_until_ns: int | None = None) -> None:
+        """The socket starts to close (or was found dead) at ``leave_ns``. Its membership
+        is firm until ``grace`` before that, or until ``firm_until_ns`` when the caller
+        knows that nothing sent before then is still on its way."""
         if self.firm_until_ns is not None:
             return
-        self.firm_until_ns = max(leave_ns - self.grace_ns, self.join_ns - 1)
-        counters = self.tally.counters
+        firm_until_ns = max(firm_until_ns or 0, leave_ns - self.grace_ns)
+        self.firm_until_ns = max(firm_until_ns, self.join_ns - 1)
         for send_ns in self.pending:
-            counters["delivered_firm" if send_ns <= self.firm_until_ns else "ambiguous"] += 1
+            self._count(send_ns, firm=send_ns <= self.firm_until_ns)
         self.pending.clear()
         self.tally.memberships.append((self.room, self.join_ns, self.firm_until_ns))
+
+
+class FirmMembers:
+    """How many sockets were firmly in a room at a given time, from membership records."""
+
+    def __init__(self, memberships: Iterable[tuple[str, int, int]]) -> None:
+        joins: dict[str, list[int]] = defaultdict(list)
+        ends: dict[str, list[int]] = defaultdict(list)
+        for room, join_ns, until_ns in memberships:
+            if until_ns >= join_ns:
+                joins[room].append(join_ns)
+                ends[room].append(until_ns)
+        for values in (*joins.values(), *ends.values()):
+            values.sort()
+        self._joins = dict(joins)
+        self._ends = dict(ends)
+
+    def at(self, room: str, send_ns: int) -> int:
+        room_joins = self._joins.get(room)
+        if not room_joins:
+            return 0
+        # joined at or before the send, minus those whose firm window ended before it
+        return bisect.bisect_right(room_joins, send_ns) - bisect.bisect_left(
+            self._ends[room], send_ns
+        )
 
 
 def firm_expected(
     sends: Iterable[tuple[str, int]], memberships: Iterable[tuple[str, int, int]]
 ) -> int:
     """Σ over messages of the sockets firmly in the message's room at its send time."""
-    joins: dict[str, list[int]] = defaultdict(list)
-    ends: dict[str, list[int]] = defaultdict(list)
-    for room, join_ns, until_ns in memberships:
-        if until_ns >= join_ns:
-            joins[room].append(join_ns)
-            ends[room].append(until_ns)
-    for values in (*joins.values(), *ends.values()):
-        values.sort()
-    total = 0
-    for room, send_ns in sends:
-        room_joins = joins.get(room)
-        if room_joins:
-            # joined at or before the send, minus those whose firm window ended before it
-            total += bisect.bisect_right(room_joins, send_ns) - bisect.bisect_left(
-                ends[room], send_ns
-            )
-    return total
+    members = FirmMembers(memberships)
+    return sum(members.at(room, send_ns) for room, send_ns in sends)
 
 
 LATENCY_NAMES = ("p50", "p90", "p95", "p99", "max")
 CONNECT_NAMES = ("p50", "p95", "p99", "max")
-# A load generator above this CPU share of one core, or whose event loop runs this late,
-# measures itself as much as the server.
+# A load generator above this CPU share of one core, or whose event loop wakes this late in
+# more than one sample in twenty, measures itself as much as the server. (p95, not p99: a
+# 3 s window holds 150 samples, and one hiccup of the machine is not a saturated client.)
 SATURATED_CPU_SHARE = 0.85
-SATURATED_LOOP_LAG_P99_MS = 10.0
+SATURATED_LOOP_LAG_P95_MS = 10.0
 
 
-def summarize(tally: Tally, send_window_s: float) -> dict[str, Any]:
-    """The contract's counters, percentiles and saturation verdict for one run."""
+def summarize(tally: Tally) -> dict[str, Any]:
+    """The contract's counters, percentiles and saturation verdict for the measured window."""
+    window = tally.window
+    members = FirmMembers(tally.memberships)
+    sent = expected_firm = 0
+    for room, send_ns in tally.sends:
+        if window.measure_from_ns <= send_ns < window.until_ns:
+            sent += 1
+            expected_firm += members.at(room, send_ns)
     counters = tally.counters
-    expected_firm = firm_expected(tally.sends, tally.memberships)
     ambiguous = counters["ambiguous"]
     expected = expected_firm + ambiguous
     delivered = counters["delivered_firm"] + ambiguous
@@ -292,14 +429,15 @@ def summarize(tally: Tally, send_window_s: float) -> dict[str, Any]:
     errors = sum(tally.errors.values())
     cpu_s = sum(p["cpu_s"] for p in tally.processes)
     shares = [p["cpu_s"] / p["wall_s"] for p in tally.processes if p["wall_s"] > 0]
-    lag = tally.loop_lag.percentiles_ms(("p50", "p99", "max"))
+    lag = tally.loop_lag.percentiles_ms(("p50", "p95", "p99", "max"))
     reasons = []
     if shares and max(shares) > SATURATED_CPU_SHARE:
         reasons.append(f"a client process used {max(shares):.0%} of a CPU")
-    if lag["p99"] is not None and lag["p99"] > SATURATED_LOOP_LAG_P99_MS:
-        reasons.append(f"client event loop lag p99 {lag['p99']:.1f} ms")
+    if lag["p95"] is not None and lag["p95"] > SATURATED_LOOP_LAG_P95_MS:
+        reasons.append(f"client event loop lag p95 {lag['p95']:.1f} ms")
+    duration_s = window.duration_s
     return {
-        "sent": counters["sent"],
+        "sent": sent,
         "expected": expected,
         "delivered": delivered,
         "lost": lost,
@@ -307,7 +445,7 @@ def summarize(tally: Tally, send_window_s: float) -> dict[str, Any]:
         "leaked": counters["leaked"],
         "errors": errors,
         "delivery_ratio": round(delivered / expected, 6) if expected else 1.0,
-        "delivered_per_s": round(delivered / send_window_s, 1) if send_window_s > 0 else 0.0,
+        "delivered_per_s": round(delivered / duration_s, 1) if duration_s > 0 else 0.0,
         "latency_ms": tally.latency.percentiles_ms(LATENCY_NAMES),
         "connect_ms": tally.connect.percentiles_ms(CONNECT_NAMES),
         "client_cpu_s": round(cpu_s, 3),
@@ -325,3 +463,54 @@ def summarize(tally: Tally, send_window_s: float) -> dict[str, Any]:
         "client_saturated_reasons": reasons,
         "accounting_consistent": lost >= 0,
     }
+
+
+def timeline(tally: Tally) -> list[dict[str, Any]]:
+    """One entry per second of the run, from the first second anything happened to the
+    last: sent, expected, delivered and lost by send second, errors, open sockets,
+    deliveries received, and the latency percentiles of that second's messages."""
+    window = tally.window
+    members = FirmMembers(tally.memberships)
+    sent: Counter[int] = Counter()
+    expected_firm: Counter[int] = Counter()
+    for room, send_ns in tally.sends:
+        second = (send_ns - window.start_ns) // SECOND_NS
+        sent[second] += 1
+        expected_firm[second] += members.at(room, send_ns)
+    counts = tally.timeline.counts
+    seconds: set[int] = set(sent)
+    for per_second in counts.values():
+        seconds.update(per_second)
+    if not seconds:
+        return []
+    rows = []
+    for second in range(min(seconds), max(seconds) + 1):
+        firm, ambiguous = counts["firm"][second], counts["ambiguous"][second]
+        histogram = tally.timeline.latency.get(second)
+        percentiles = (
+            histogram.percentiles_ms(("p50", "p99"))
+            if histogram is not None
+            else {"p50": None, "p99": None}
+        )
+        rows.append(
+            {
+                "t_s": second,
+                "sent": sent[second],
+                "expected": expected_firm[second] + ambiguous,
+                "delivered": firm + ambiguous,
+                "lost": expected_firm[second] - firm,
+                "errors": counts["errors"][second],
+                "connected": counts["connected"][second],
+                "received": counts["received"][second],
+                "p50_ms": percentiles["p50"],
+                "p99_ms": percentiles["p99"],
+            }
+        )
+    return rows
+
+
+def measured_seconds(rows: Sequence[Mapping[str, Any]], window: Window) -> list[int]:
+    """The timeline seconds that lie wholly inside the measured window."""
+    first = -(-(window.measure_from_ns - window.start_ns) // SECOND_NS)
+    last = (window.until_ns - window.start_ns) // SECOND_NS
+    return [row["t_s"] for row in rows if first <= row["t_s"] < last]

@@ -11,11 +11,14 @@ import random
 import pytest
 
 from load.codec import encode_frame_payload, encode_text, parse_server_payload, parse_text
-from load.scenarios import Plan, send_times
-from load.stats import LogHistogram, SocketLedger, Tally, firm_expected, summarize
+from load.plan import Shape, build_plan
+from load.scenarios import send_times
+from load.stats import LogHistogram, SocketLedger, Tally, Window, firm_expected, summarize
 from load.wire import OP_TEXT, FrameParser, encode_client_frame, mask_payload
 
 SECOND = 1_000_000_000
+# Sending from 0 s, every message measured, for 100 s.
+WINDOW = Window(start_ns=0, measure_from_ns=0, until_ns=100 * SECOND)
 
 
 def server_frame(text: str) -> bytes:
@@ -69,7 +72,7 @@ def test_histogram_merge_equals_one_histogram_of_everything() -> None:
 
 
 def ledger_for(tally: Tally, room: str, join_s: float, grace_s: float = 2.0) -> SocketLedger:
-    return SocketLedger(tally, "run", room, int(join_s * SECOND), int(grace_s * SECOND))
+    return SocketLedger(tally, room, int(join_s * SECOND), int(grace_s * SECOND))
 
 
 def stamp(room: str, msg_id: str, send_s: float):
@@ -77,7 +80,7 @@ def stamp(room: str, msg_id: str, send_s: float):
 
 
 def test_firm_window_ambiguous_deliveries_and_losses() -> None:
-    tally = Tally()
+    tally = Tally(WINDOW)
     # A socket that joined at 10 s and starts leaving at 20 s: firm for sends in [10, 18].
     ledger = ledger_for(tally, "run-1", join_s=10)
     sends = {"early": 9.5, "a": 11, "b": 15, "c": 17.9, "late": 19, "missing": 16}
@@ -89,7 +92,7 @@ def test_firm_window_ambiguous_deliveries_and_losses() -> None:
     ledger.deliver(stamp("run-2", "x", 12), int(12.1 * SECOND))  # another room's message
     ledger.start_leaving(20 * SECOND)
     assert tally.memberships == [("run-1", 10 * SECOND, 18 * SECOND)]
-    result = summarize(tally, send_window_s=10)
+    result = summarize(tally)
     # firm: a, b, c, missing -> 4 expected, 3 delivered; early and late are ambiguous
     assert result["ambiguous"] == 2
     assert (result["expected"], result["delivered"], result["lost"]) == (6, 5, 1)
@@ -99,7 +102,7 @@ def test_firm_window_ambiguous_deliveries_and_losses() -> None:
 
 
 def test_pending_deliveries_become_firm_once_older_than_grace() -> None:
-    tally = Tally()
+    tally = Tally(WINDOW)
     ledger = ledger_for(tally, "run-1", join_s=0, grace_s=1)
     ledger.deliver(stamp("run-1", "m1", 5), int(5.01 * SECOND))
     assert tally.counters["delivered_firm"] == 0  # may still fall in the close window
@@ -118,7 +121,7 @@ def simulate_process(plan_rooms: dict[str, list[str]], process: int, seed: int) 
     """One load process's tally for sockets ``process::N``: every member of a room gets
     every message sent in it, except a fixed, known set that is dropped."""
     rng = random.Random(seed)
-    tally = Tally()
+    tally = Tally(WINDOW)
     for room, members in plan_rooms.items():
         for member in members:
             if not member.startswith(f"{process}:"):
@@ -140,7 +143,6 @@ def simulate_process(plan_rooms: dict[str, list[str]], process: int, seed: int) 
             if member.startswith(f"{process}:"):
                 for seq in range(5):
                     tally.sends.append((room, int((2 + seq + sender_index * 0.01) * SECOND)))
-                    tally.counters["sent"] += 1
     tally.processes.append({"cpu_s": 0.5, "wall_s": 10.0})
     return tally
 
@@ -151,11 +153,11 @@ DROPPED = {("0:1", "1.3"), ("1:2", "0.0"), ("1:2", "2.4")}
 def test_counts_are_exact_when_rooms_span_several_processes() -> None:
     # Rooms whose members live in different load processes (as with locust --processes).
     rooms = {"run-a": ["0:0", "1:0", "2:0"], "run-b": ["0:1", "1:1", "1:2", "2:1"]}
-    merged = Tally()
+    merged = Tally(WINDOW)
     for process in range(3):
         shipped = simulate_process(rooms, process, seed=process).to_dict()
         merged.merge(Tally.from_dict(json.loads(json.dumps(shipped))))
-    result = summarize(merged, send_window_s=10)
+    result = summarize(merged)
     sent = 5 * (3 + 4)
     expected = 5 * 3 * 3 + 5 * 4 * 4
     assert (result["sent"], result["expected"]) == (sent, expected)
@@ -175,7 +177,7 @@ def test_send_times_are_spread_not_lockstep() -> None:
 
 
 def test_rooms_spread_over_servers_and_isolation_names_are_confusable() -> None:
-    plan = Plan("isolation", "x", 6, 1.0, 10, 1, 2, ("ws://a:1", "ws://b:2"))
+    plan = build_plan("isolation", Shape(24, 6, 1.0), ("ws://a:1", "ws://b:2"), run_id="x")
     assert [plan.room_name(i) for i in range(3)] == ["x-0", "x-0.", "x-0_"]
     members_of_room_0 = [u for u in range(24) if plan.room_of_user(u) == plan.room_name(0)]
     assert {plan.target_of_user(u) for u in members_of_room_0} == {"ws://a:1", "ws://b:2"}

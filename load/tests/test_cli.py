@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from load.tests.conftest import run_load
+from load.tests.helpers import run_load
 from services import free_port
 
 pytestmark = pytest.mark.load
@@ -23,8 +23,15 @@ pytestmark = pytest.mark.load
         (["run", "--target", "ws://127.0.0.1:1", "--scenario", "storm"], "invalid choice"),
         (["run", "--target", "ws://127.0.0.1:1", "--rate", "fast"], "'fast' is not a number"),
         (["run", "--target", "ws://127.0.0.1:1", "--duration", "0"], "must be more than 0"),
+        (["run", "--target", "ws://127.0.0.1:1", "--message-bytes", "-5"], "must be 0 or more"),
         (["bench", "--layers", "inmemory,kafka"], "unknown layer 'kafka'"),
         (["bench", "--consumer", "threads"], "invalid choice"),
+        (["bench", "--asgi", "hypercorn"], "unknown ASGI server 'hypercorn'"),
+        (["bench", "--layer-config", "[1]"], "is not a JSON object"),
+        (["capacity", "--slo-p99-ms", "0"], "must be more than 0"),
+        (["capacity", "--vary", "speed"], "invalid choice"),
+        (["capacity", "--max-drop", "1.5"], "must be between 0 and 1"),
+        (["capacity", "--servers", "1,0"], "'0' must be at least 1"),
         (["fly"], "invalid choice"),
     ],
 )
@@ -45,9 +52,16 @@ def test_inconsistent_shapes_are_refused_in_one_line(tmp_path: Path) -> None:
         "run", "--target", "ws://127.0.0.1:1", "--users", "3", "--rooms", "5", "--out", str(out)
     )
     servers = run_load("bench", "--servers", "2", "--layers", "inmemory,redis", "--out", str(out))
+    baseline = run_load("capacity", "--baseline", str(tmp_path / "missing.json"), "--out", str(out))
+    (tmp_path / "bench.json").write_text('{"runs": []}')
+    not_capacity = run_load(
+        "capacity", "--baseline", str(tmp_path / "bench.json"), "--out", str(out)
+    )
     for finished, needle in (
         (rooms, "rooms would be empty"),
         (servers, "InMemoryChannelLayer lives inside one process"),
+        (baseline, "cannot read the baseline"),
+        (not_capacity, "has no capacity entries"),
     ):
         assert finished.returncode == 1
         assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
@@ -72,6 +86,22 @@ def test_help_explains_every_flag() -> None:
     for command, flags in (
         ("run", ("--target", "--scenario", "--users", "--rooms", "--rate", "--duration", "--out")),
         ("bench", ("--layers", "--servers", "--consumer", "--scenario", "--users", "--out")),
+        (
+            "capacity",
+            (
+                "--layers",
+                "--servers",
+                "--consumer",
+                "--asgi",
+                "--slo-p99-ms",
+                "--vary",
+                "--repeat",
+                "--baseline",
+                "--max-drop",
+                "--settle",
+                "--message-bytes",
+            ),
+        ),
     ):
         finished = run_load(command, "--help")
         assert finished.returncode == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from load.tests.conftest import ROOT
+from load.tests.helpers import ROOT
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
 

@@ -1,0 +1,37 @@
+"""``python -m load bench``: the same plan on each stack, side by side, ``repeat`` times."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from load.measure import measure
+from load.plan import Plan
+from load.record import Stack
+from load.stack import LiveStack
+
+
+def bench(
+    plan: Plan,
+    stacks: Sequence[Stack],
+    *,
+    repeat: int,
+    out: Path,
+    on_record: Callable[[dict[str, Any]], None],
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """One run per stack and repeat, each on fresh servers; ``on_record`` sees each record
+    as soon as it exists (so a later failure keeps what is done)."""
+    records = []
+    for number in range(1, repeat + 1):
+        for stack in stacks:
+            label = f"{stack.label}-{plan.scenario}" + (f"-{number}" if repeat > 1 else "")
+            run_dir = out / "runs" / label
+            say(f"{label}: starting {stack.servers} {stack.asgi} ({stack.layer}, {stack.consumer})")
+            with LiveStack(stack, run_dir / "servers") as live:
+                record = measure(plan.again(), run_dir, stack=stack, live=live)
+            record["locust_files"] = f"runs/{label}/"
+            records.append(record)
+            on_record(record)
+    return records

@@ -1,0 +1,304 @@
+"""``python -m load capacity``: how much each stack holds, where it breaks, and how.
+
+For each stack (layer, servers, ASGI server) a ``CapacitySearch`` picks the offered loads;
+each step is one measured run on the stack's servers (after a step that failed, the next
+waits until the servers have worked off its backlog). The result per stack is a
+``capacity`` entry: the shape that held (replayable by any client), what broke first one
+step past it, and the servers' CPU per delivery at a load that every stack held.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from load.measure import measure
+from load.plan import Plan, Shape
+from load.record import Stack
+from load.search import CapacitySearch, Objective, Result
+from load.stack import LiveStack
+
+VARY = ("rate", "users")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a search steps: the varied quantity, where it starts, how fast it climbs."""
+
+    objective: Objective
+    vary: str = "rate"  # "rate": messages per user per second; "users": sockets, room size kept
+    factor: float = 2.0
+    ramp_steps: int = 8
+    resolution: float = 0.2
+
+    def start_value(self, base: Shape) -> float:
+        return base.rate if self.vary == "rate" else float(base.rooms)
+
+    def shape_at(self, base: Shape, value: float) -> Shape:
+        """The shape of a step. Varying users keeps the room size: ``value`` rooms of
+        ``base.users / base.rooms`` users each."""
+        if self.vary == "rate":
+            return replace(base, rate=value)
+        rooms = int(value)
+        return Shape(users=rooms * max(1, base.users // base.rooms), rooms=rooms, rate=base.rate)
+
+    def new_search(self, base: Shape) -> CapacitySearch:
+        return CapacitySearch(
+            self.start_value(base),
+            factor=self.factor,
+            ramp_steps=self.ramp_steps,
+            resolution=self.resolution,
+            whole=self.vary == "users",
+        )
+
+
+def search_stack(
+    stack: Stack,
+    base: Plan,
+    settings: SearchSettings,
+    *,
+    out: Path,
+    label: str,
+    on_record: Callable[[dict[str, Any]], None],
+    say: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One search on one stack: every step's record, and the stack's capacity entry."""
+    search = settings.new_search(base.shape)
+    records: list[dict[str, Any]] = []
+    started = time.monotonic()
+    with LiveStack(stack, out / "runs" / label / "servers") as live:
+        for number in range(1, 1000):  # bounded by the search's own max_steps
+            value = search.next_value()
+            if value is None:
+                break
+            plan = base.with_shape(settings.shape_at(base.shape, value))
+            run_dir = out / "runs" / label / f"step-{number:02d}"
+            record = measure(plan, run_dir, stack=stack, live=live)
+            broke = settings.objective.broken(record)
+            phase = search.next_phase
+            search.record(value, broke)
+            record.update(
+                {
+                    "step": number,
+                    "passed": not broke,
+                    "search": label,
+                    "phase": phase,
+                    "broke": broke,
+                    "varied": settings.vary,
+                    "locust_files": f"runs/{label}/step-{number:02d}/",
+                }
+            )
+            records.append(record)
+            on_record(record)
+            say(step_line(label, record))
+            if broke:
+                record["servers_restarted"] = not live.settle_down()
+    for step, record in zip(search.steps, records, strict=True):
+        record["noisy"] = step.noisy
+    entry = capacity_entry(stack, settings, search.result(), records)
+    entry["search_s"] = round(time.monotonic() - started, 1)
+    return records, entry
+
+
+def step_line(label: str, record: Mapping[str, Any]) -> str:
+    verdict = "pass" if record["passed"] else "FAIL " + ",".join(record["broke"])
+    return (
+        f"{label} step {record['step']} ({record['phase']}): {record['users']} users, "
+        f"{record['rooms']} rooms, {record['rate_per_user']:g} msg/s each -> "
+        f"{record['delivered_per_s']:.0f} deliveries/s of "
+        f"{record['offered_deliveries_per_s']:.0f}, "
+        f"p99 {_ms(record['latency_ms']['p99'])}, lost {record['lost']}, "
+        f"errors {record['errors']}: {verdict}"
+    )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _step_at(records: Sequence[Mapping[str, Any]], settings: SearchSettings, value: float | None,
+             *, passed: bool) -> Mapping[str, Any] | None:  # fmt: skip
+    """The last record of the step measured at ``value`` with that outcome."""
+    if value is None:
+        return None
+    for record in reversed(records):
+        measured = record["rate_per_user"] if settings.vary == "rate" else float(record["rooms"])
+        if measured == value and record["passed"] == passed:
+            return record
+    return None
+
+
+def capacity_entry(
+    stack: Stack, settings: SearchSettings, result: Result, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The contract's capacity entry for one search."""
+    held = _step_at(records, settings, result.capacity, passed=True)
+    past = _step_at(records, settings, result.past_capacity, passed=False)
+    if past is None and result.limited_by == "client" and records:
+        past = records[-1]
+    entry: dict[str, Any] = {
+        "layer": stack.layer,
+        "servers": stack.servers,
+        "consumer": stack.consumer,
+        "asgi": stack.asgi,
+        "slo": settings.objective.to_dict(),
+        "users": held["users"] if held else None,
+        "rooms": held["rooms"] if held else None,
+        "rate_per_user": held["rate_per_user"] if held else None,
+        "deliveries_per_s": held["delivered_per_s"] if held else None,
+        "messages_per_s": round(held["sent"] / held["duration_s"], 1) if held else None,
+        "limited_by": result.limited_by,
+        "past_capacity": _past(past) if past else None,
+        "server_cpu_us_per_delivery": None,  # filled in by add_efficiency
+        # beyond the contract:
+        "vary": settings.vary,
+        "offered_deliveries_per_s": held["offered_deliveries_per_s"] if held else None,
+        "latency_ms": dict(held["latency_ms"]) if held else None,
+        "steps": len(records),
+        "noisy_steps": sum(1 for r in records if r.get("noisy")),
+        "search": records[0]["search"] if records else None,
+    }
+    return entry
+
+
+def _past(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "users": record["users"],
+        "rooms": record["rooms"],
+        "rate_per_user": record["rate_per_user"],
+        "offered_deliveries_per_s": record["offered_deliveries_per_s"],
+        "delivered_per_s": record["delivered_per_s"],
+        "delivery_ratio": record["delivery_ratio"],
+        "lost": record["lost"],
+        "errors": record["errors"],
+        "latency_ms": {"p50": record["latency_ms"]["p50"], "p99": record["latency_ms"]["p99"]},
+        "broke": list(record["broke"]),
+        "behaviour": behaviour(record),
+    }
+
+
+def behaviour(record: Mapping[str, Any]) -> str:
+    """In words, what the stack did at a step that broke the objective."""
+    parts = []
+    if record["lost"]:
+        lost_share = 1 - record["delivery_ratio"]
+        silent = " without an error" if not record["errors"] else ""
+        parts.append(f"lost {lost_share:.1%} of deliveries{silent}")
+    if record["errors"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in record.get("errors_by_kind", {}).items())
+        parts.append(f"{record['errors']} errors ({kinds})")
+    p99 = record["latency_ms"]["p99"]
+    if p99 is not None:
+        parts.append(f"p99 {p99:,.0f} ms")
+    if record["client_saturated"]:
+        parts.append("the load generator saturated")
+    return "; ".join(parts)
+
+
+def key_of(entry: Mapping[str, Any]) -> tuple:
+    return (entry["layer"], entry["servers"], entry["consumer"], entry["asgi"], entry.get("vary"))
+
+
+def median_entries(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per stack: the repeat whose capacity is the median (the lower one of the
+    middle two for an even count), with every repeat's deliveries/s in ``repeats``."""
+    by_key: dict[tuple, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_key.setdefault(key_of(entry), []).append(entry)
+    chosen = []
+    for group in by_key.values():
+        ordered = sorted(group, key=lambda e: e["deliveries_per_s"] or 0.0)
+        median = dict(ordered[(len(ordered) - 1) // 2])
+        median["repeats"] = [e["deliveries_per_s"] for e in group]
+        median["search_labels"] = [e["search"] for e in group]
+        chosen.append(median)
+    return chosen
+
+
+def add_efficiency(
+    entries: Sequence[dict[str, Any]],
+    records: Sequence[Mapping[str, Any]],
+    settings: SearchSettings,
+) -> dict[str, Any] | None:
+    """Server CPU per delivery of every stack at one load: the highest ramp step that
+    every search passed (every search starts at the same value and climbs by the same
+    factor, so their ramp steps coincide). Returns that common load, or None."""
+    passed_by_search: dict[str, set[float]] = {}
+    for record in records:
+        values = passed_by_search.setdefault(record["search"], set())
+        if record["passed"] and record["phase"] in ("ramp", "confirm"):
+            values.add(_value_of(record, settings))
+    if not passed_by_search:
+        return None
+    common = set.intersection(*passed_by_search.values())
+    if not common:
+        return None
+    value = max(common)
+    for entry in entries:
+        searches = entry.get("search_labels", [entry["search"]])
+        costs = [
+            r["server_cpu_us_per_delivery"]
+            for r in records
+            if r["search"] in searches
+            and r["passed"]
+            and _value_of(r, settings) == value
+            and r["server_cpu_us_per_delivery"] is not None
+        ]
+        entry["server_cpu_us_per_delivery"] = round(statistics.median(costs), 1) if costs else None
+    sample = next(r for r in records if r["passed"] and _value_of(r, settings) == value)
+    return {
+        "vary": settings.vary,
+        "users": sample["users"],
+        "rooms": sample["rooms"],
+        "rate_per_user": sample["rate_per_user"],
+        "offered_deliveries_per_s": sample["offered_deliveries_per_s"],
+    }
+
+
+def _value_of(record: Mapping[str, Any], settings: SearchSettings) -> float:
+    return record["rate_per_user"] if settings.vary == "rate" else float(record["rooms"])
+
+
+def read_baseline(path: Path) -> list[dict[str, Any]]:
+    """The capacity entries of an earlier summary.json; ValueError says what is wrong."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as error:
+        raise ValueError(f"cannot read the baseline {path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"the baseline {path} is not JSON ({error.msg})") from None
+    entries = data.get("capacity") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(
+            f"the baseline {path} has no capacity entries: give the summary.json of an "
+            "earlier `python -m load capacity`"
+        )
+    return entries
+
+
+def regressions(
+    entries: Sequence[Mapping[str, Any]], baseline: Sequence[Mapping[str, Any]], max_drop: float
+) -> tuple[list[str], list[str]]:
+    """(regressions, notes): one line per stack whose capacity fell more than ``max_drop``
+    below the baseline's, and one per stack that could not be compared."""
+    old_by_key = {key_of(e): e for e in baseline}
+    problems, notes = [], []
+    for entry in entries:
+        name = Stack(entry["layer"], entry["servers"], entry["consumer"], entry["asgi"]).label
+        old = old_by_key.get(key_of(entry))
+        if old is None or not old.get("deliveries_per_s"):
+            notes.append(f"{name}: no baseline capacity to compare with")
+            continue
+        new = entry["deliveries_per_s"] or 0.0
+        drop = 1 - new / old["deliveries_per_s"]
+        line = (
+            f"{name}: capacity {new:,.0f} deliveries/s against the baseline's "
+            f"{old['deliveries_per_s']:,.0f} ({-drop:+.0%})"
+        )
+        (problems if drop > max_drop else notes).append(line)
+    return problems, notes

@@ -1,0 +1,74 @@
+"""Run one plan with headless Locust in a subprocess and read back the merged tally.
+
+Locust runs in a subprocess because it monkey-patches the standard library with gevent at
+import, which must not happen in this process (nor in pytest).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from load.plan import Plan
+from load.scenarios import CLOSE_TIMEOUT_S
+from load.stats import Tally
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+ROOT = Path(__file__).resolve().parent.parent
+# Locust's own --run-time stops it this long after the plan should have ended; normally it
+# ends as soon as every process has reported.
+LOCUST_SLACK_S = 20.0
+# The subprocess is killed this long after the plan should have ended.
+KILL_AFTER_S = 120.0
+
+
+class LocustError(Exception):
+    """Locust ended without a result; the text is one line naming its log."""
+
+
+def locust_command(plan: Plan, run_dir: Path, results_file: Path) -> list[str]:
+    run_time_s = int(plan.total_s + CLOSE_TIMEOUT_S + LOCUST_SLACK_S)
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        *plan.locust_args(),
+        "--run-time", f"{run_time_s}s", "--stop-timeout", "0", "--exit-code-on-error", "0",
+        "--only-summary", "--results-file", str(results_file),
+        "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
+    ]  # fmt: skip
+    if plan.processes > 1:
+        command += ["--processes", str(plan.processes)]
+    return command
+
+
+def run_locust(plan: Plan, run_dir: Path) -> Tally:
+    """Run ``plan``; Locust's CSV, HTML and log go to ``run_dir``. Returns the tally merged
+    from every load process."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results_file = run_dir / "chatload-result.json"
+    results_file.unlink(missing_ok=True)
+    log_path = run_dir / "locust.log"
+    with log_path.open("wb") as log:
+        try:
+            finished = subprocess.run(
+                locust_command(plan, run_dir, results_file),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+                timeout=plan.total_s + KILL_AFTER_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise LocustError(
+                f"Locust did not finish within {plan.total_s + KILL_AFTER_S:.0f} s "
+                f"(log: {log_path})"
+            ) from None
+    if not results_file.exists():
+        raise LocustError(
+            f"Locust exited with code {finished.returncode} without a result (log: {log_path})"
+        )
+    result = json.loads(results_file.read_text())
+    results_file.unlink()
+    return Tally.from_dict(result["tally"])

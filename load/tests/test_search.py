@@ -1,0 +1,171 @@
+"""The capacity search on synthetic steps: narrowing, what limited it, a saturated load
+generator, a noisy step, a stack that holds everything, one that holds nothing; and the
+objective's verdict on a run. No network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from load.search import ALL_PASSED, CapacitySearch, Objective
+
+
+def run_search(
+    search: CapacitySearch, outcome: Callable[[float, int], Sequence[str]]
+) -> list[tuple[float, str, tuple[str, ...]]]:
+    """Drive ``search``; ``outcome(value, attempt)`` says what the step broke."""
+    tried: dict[float, int] = {}
+    for _ in range(100):
+        value = search.next_value()
+        if value is None:
+            break
+        tried[value] = tried.get(value, 0) + 1
+        search.record(value, outcome(value, tried[value]))
+    return [(s.value, s.phase, s.broke) for s in search.steps]
+
+
+def holds_up_to(limit: float, broke: Sequence[str] = ("latency",)):
+    return lambda value, attempt: () if value <= limit else tuple(broke)
+
+
+def test_ramp_then_confirm_then_narrow_to_the_resolution() -> None:
+    search = CapacitySearch(0.5, factor=2, resolution=0.15)
+    steps = run_search(search, holds_up_to(3.3))
+    assert [(v, p) for v, p, _ in steps] == [
+        (0.5, "ramp"), (1.0, "ramp"), (2.0, "ramp"), (4.0, "ramp"), (4.0, "confirm"),
+        (2.828427, "narrow"), (3.363586, "narrow"), (3.084422, "narrow"),
+    ]  # fmt: skip
+    result = search.result()
+    assert result.capacity == 3.084422
+    assert result.past_capacity == 3.363586
+    assert result.limited_by == "latency"
+    assert result.past_capacity <= result.capacity * 1.15  # within the resolution
+
+
+def test_limited_by_is_what_the_lowest_failing_step_broke_first() -> None:
+    def outcome(value: float, attempt: int) -> tuple[str, ...]:
+        if value <= 2:
+            return ()
+        return ("loss", "latency") if value < 4 else ("latency", "loss")
+
+    search = CapacitySearch(1.0, factor=2, resolution=0.15)
+    run_search(search, outcome)
+    result = search.result()
+    assert 2 <= result.capacity < result.past_capacity < 4
+    assert result.limited_by == "loss"  # the narrowed step's, not the ramp's
+
+
+def test_a_saturated_load_generator_ends_the_search_as_a_lower_bound() -> None:
+    def outcome(value: float, attempt: int) -> tuple[str, ...]:
+        return ("client",) if value >= 4 else ()
+
+    search = CapacitySearch(1.0, factor=2)
+    steps = run_search(search, outcome)
+    # confirmed once, then no narrowing: nothing above 4 can be measured
+    assert [(v, p) for v, p, _ in steps] == [
+        (1.0, "ramp"), (2.0, "ramp"), (4.0, "ramp"), (4.0, "confirm"),
+    ]  # fmt: skip
+    result = search.result()
+    assert (result.capacity, result.limited_by, result.past_capacity) == (2.0, "client", 4.0)
+
+
+def test_a_passing_hiccup_of_the_load_generator_does_not_end_the_search() -> None:
+    def outcome(value: float, attempt: int) -> tuple[str, ...]:
+        if value > 3:
+            return ("latency",)
+        return ("client",) if value == 2.828427 and attempt == 1 else ()
+
+    search = CapacitySearch(1.0, factor=2, resolution=0.15)
+    steps = run_search(search, outcome)
+    assert (2.828427, "confirm", ()) in steps
+    result = search.result()
+    assert result.limited_by == "latency"
+    assert 2.828427 <= result.capacity <= 3 < result.past_capacity
+
+
+def test_a_noisy_failure_is_confirmed_and_the_ramp_goes_on() -> None:
+    def outcome(value: float, attempt: int) -> tuple[str, ...]:
+        if value == 2.0 and attempt == 1:
+            return ("latency",)  # a neighbour's burst, once
+        return () if value <= 6 else ("latency",)
+
+    search = CapacitySearch(1.0, factor=2, resolution=0.15)
+    steps = run_search(search, outcome)
+    assert [(v, p) for v, p, _ in steps[:4]] == [
+        (1.0, "ramp"), (2.0, "ramp"), (2.0, "confirm"), (4.0, "ramp"),
+    ]  # fmt: skip
+    assert search.steps[1].noisy and not search.steps[2].noisy
+    result = search.result()
+    assert 4 < result.capacity <= 6 < result.past_capacity
+
+
+def test_a_stack_that_holds_every_step_is_limited_by_max() -> None:
+    search = CapacitySearch(1.0, factor=2, ramp_steps=3)
+    steps = run_search(search, lambda value, attempt: ())
+    assert [v for v, _, _ in steps] == [1.0, 2.0, 4.0]
+    result = search.result()
+    assert (result.capacity, result.limited_by, result.past_capacity) == (4.0, ALL_PASSED, None)
+
+
+def test_when_the_first_step_fails_the_search_goes_down() -> None:
+    search = CapacitySearch(4.0, factor=2, resolution=0.15)
+    steps = run_search(search, holds_up_to(1.5, broke=("errors",)))
+    assert [(v, p) for v, p, _ in steps[:4]] == [
+        (4.0, "ramp"), (4.0, "confirm"), (2.0, "narrow"), (1.0, "narrow"),
+    ]  # fmt: skip
+    result = search.result()
+    assert 1.0 <= result.capacity <= 1.5 < result.past_capacity <= 2.0
+    assert result.limited_by == "errors"
+
+
+def test_a_stack_that_holds_nothing_has_no_capacity() -> None:
+    search = CapacitySearch(1.0, factor=2, max_steps=6)
+    steps = run_search(search, lambda value, attempt: ("loss",))
+    assert len(steps) == 6  # bounded
+    result = search.result()
+    assert result.capacity is None and result.limited_by == "loss"
+
+
+def test_whole_numbers_when_varying_users() -> None:
+    search = CapacitySearch(10, factor=2, resolution=0.1, whole=True)
+    steps = run_search(search, holds_up_to(57))
+    values = [v for v, _, _ in steps]
+    assert all(v == int(v) for v in values)
+    assert len(values) == len(set(values)) + 1  # only the confirmation repeats a value
+    assert search.result().capacity == 57
+
+
+def test_results_must_answer_the_value_asked_for() -> None:
+    search = CapacitySearch(1.0)
+    with pytest.raises(ValueError, match="expected a result"):
+        search.record(2.0, ())
+
+
+def run(p99: float | None, *, lost: int = 0, errors: int = 0, saturated: bool = False,
+        timeline: list | None = None) -> dict:  # fmt: skip
+    return {
+        "client_saturated": saturated,
+        "errors": errors,
+        "lost": lost,
+        "expected": 100,
+        "latency_ms": {"p99": p99},
+        "timeline": timeline or [],
+    }
+
+
+def test_the_objective_names_every_limit_broken_first_in_time_first() -> None:
+    objective = Objective(p99_ms=100)
+    assert objective.broken(run(99.9)) == []
+    assert objective.broken(run(100.1)) == ["latency"]
+    assert objective.broken(run(None)) == ["latency"]  # nothing delivered at all
+    timeline = [
+        {"t_s": 0, "p99_ms": 20, "lost": 0, "errors": 0},
+        {"t_s": 1, "p99_ms": 150, "lost": 0, "errors": 0},
+        {"t_s": 2, "p99_ms": 900, "lost": 7, "errors": 0},
+    ]
+    assert objective.broken(run(900, lost=7, timeline=timeline)) == ["latency", "loss"]
+    # In the same second, or without a timeline: the most severe first.
+    assert objective.broken(run(900, lost=7)) == ["loss", "latency"]
+    assert objective.broken(run(50, errors=1, saturated=True)) == ["client", "errors"]
+    assert Objective(p99_ms=100, loss=10).broken(run(50, lost=10)) == []
