@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import missing_dependency
+from live import missing_dependency
 
 ROOT = Path(__file__).resolve().parents[2]
 
