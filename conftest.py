@@ -1,131 +1,98 @@
-"""Shared pytest fixtures: a real Redis, live Daphne servers per layer, and the layer list.
+"""Shared pytest fixtures: the layers, one real backend server per kind for the session,
+and live chat servers per layer.
 
-Start-up itself lives in services.py; these fixtures only scope it. In CI (``CI`` set) a
-missing system dependency fails the test; locally it skips with what to install.
+Start-up itself lives in services.py and backends.py, the shared types in live.py; these
+fixtures only scope them. In CI (``CI`` set) a missing system dependency fails the test;
+locally it skips with what to install.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services import LAYERS, REDIS_LAYERS, DaphneServer, RedisServer, ServiceError
-
-
-def missing_dependency(reason: str) -> None:
-    """Fail in CI, where every dependency must be present; skip locally, saying what to install."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI must install it; see .ci/run)", pytrace=False)
-    pytest.skip(reason)
+from live import Backends, LiveChat, LiveServers, layer_param, missing_dependency
+from services import LAYERS, ROOT, Backend, MissingExecutable
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """URL of a real Redis: $REDIS_URL if set, else a redis-server started for the session."""
-    existing = os.environ.get("REDIS_URL")
-    if existing:
-        yield existing
+def _backends() -> Iterator[Backends]:
+    backends = Backends()
+    yield backends
+    backends.close()
+
+
+@pytest.fixture(scope="session")
+def backend_for(_backends: Backends):
+    """``backend_for(layer)`` -> the session's Backend for that layer: its server started on
+    first use (or $REDIS_URL, $POSTGRES_URL, $RABBITMQ_URL, $NATS_URL when set)."""
+
+    def get(layer: str) -> Backend:
+        try:
+            return _backends.get(layer)
+        except MissingExecutable as error:
+            missing_dependency(str(error))
+
+    return get
+
+
+# The load scenarios (load/tests) were written for these three layers; taking them to the
+# others is part of the load work of issue #10, done separately, so until it lands they
+# keep to these. Every other test that asks for ``layer`` runs on all of LAYERS.
+LOAD_TEST_LAYERS = ("inmemory", "redis", "redis-pubsub")
+LOAD_TESTS = ROOT / "load"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test that uses ``layer`` once per channel layer, unless it parametrizes
+    ``layer`` itself."""
+    if "layer" not in metafunc.fixturenames:
         return
-    try:
-        server = RedisServer.start()
-    except ServiceError as error:
-        missing_dependency(str(error))
-    yield server.url
-    server.stop()
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "layer" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return
+    layers = LOAD_TEST_LAYERS if metafunc.definition.path.is_relative_to(LOAD_TESTS) else LAYERS
+    metafunc.parametrize("layer", [layer_param(name) for name in layers], indirect=True)
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(name, marks=pytest.mark.redis if name in REDIS_LAYERS else ())
-        for name in LAYERS
-    ]
-)
+@pytest.fixture
 def layer(request: pytest.FixtureRequest) -> str:
-    """Each channel layer in turn: inmemory, redis, redis-pubsub (ids are the layer names);
-    the Redis ones carry the ``redis`` mark, so ``-m "not redis"`` runs InMemory alone."""
+    """Each channel layer in turn (ids are the layer names). Each carries the mark of the
+    server it needs (``redis``, ``postgres``, ``rabbitmq``, ``nats``), so for example
+    ``-m "not rabbitmq"`` leaves RabbitMQ out and ``-m "not redis"`` keeps no Redis layer."""
     return request.param
 
 
 @pytest.fixture
-def layer_redis_url(request: pytest.FixtureRequest, layer: str) -> str | None:
-    """The Redis URL ``layer`` needs, or None for InMemory (so InMemory needs no Redis)."""
-    if layer in REDIS_LAYERS:
-        return request.getfixturevalue("redis_url")
-    return None
-
-
-class LiveServers:
-    """Daphne servers started on demand and kept for the session, one list per (layer,
-    consumer), all Redis layers sharing the session's Redis: ``count=2`` hands out the
-    server ``count=1`` does and starts just one more."""
-
-    def __init__(self, request: pytest.FixtureRequest, tmp_dir) -> None:
-        self._request = request
-        self._tmp_dir = tmp_dir
-        self._started: dict[tuple[str, str], list[DaphneServer]] = {}
-
-    def get(self, layer: str, consumer: str = "async", count: int = 1) -> list[DaphneServer]:
-        servers = self._started.setdefault((layer, consumer), [])
-        if len(servers) < count:
-            redis_url = None
-            if layer in REDIS_LAYERS:
-                redis_url = self._request.getfixturevalue("redis_url")
-            while len(servers) < count:  # any started before a failure are stopped at the end
-                servers.append(
-                    DaphneServer.start(
-                        layer=layer,
-                        consumer=consumer,
-                        redis_url=redis_url,
-                        log_dir=self._tmp_dir / f"{layer}-{consumer}",
-                    )
-                )
-        return servers[:count]
-
-    def stop_all(self) -> None:
-        servers = [server for started in self._started.values() for server in started]
-        # Each takes a fraction of a second to shut down; wait for them together.
-        with ThreadPoolExecutor() as pool:
-            list(pool.map(DaphneServer.stop, servers))
-        self._started.clear()
+def backend(layer: str, backend_for) -> Backend:
+    """The session's Backend for ``layer`` (``Backend.env`` is empty for InMemory)."""
+    return backend_for(layer)
 
 
 @pytest.fixture(scope="session")
-def _live_servers(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[LiveServers]:
-    live = LiveServers(request, tmp_path_factory.mktemp("daphne"))
+def redis_url(backend_for) -> str:
+    """URL of a real Redis: $REDIS_URL if set, else a redis-server started for the session."""
+    return backend_for("redis").env["REDIS_URL"]
+
+
+@pytest.fixture
+def layer_redis_url(layer: str, backend: Backend) -> str | None:
+    """The Redis URL ``layer`` needs, or None for the other layers."""
+    return backend.env.get("REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def _live_servers(backend_for, tmp_path_factory) -> Iterator[LiveServers]:
+    live = LiveServers(backend_for, tmp_path_factory.mktemp("chat-servers"))
     yield live
     live.stop_all()
 
 
-class LiveChat:
-    """What the ``live_chat`` fixture gives a test: call it for running servers; it keeps
-    where each server's log stood when the test first got it, for failure reports."""
-
-    def __init__(self, live_servers: LiveServers) -> None:
-        self._live_servers = live_servers
-        self._log_offsets: dict[int, tuple[DaphneServer, int]] = {}
-
-    def __call__(self, layer: str, consumer: str = "async", count: int = 1) -> list[DaphneServer]:
-        servers = self._live_servers.get(layer, consumer, count)
-        for server in servers:
-            self._log_offsets.setdefault(id(server), (server, server.log_path.stat().st_size))
-        return servers
-
-    def logs_during_test(self) -> list[tuple[DaphneServer, str]]:
-        """Each server this test used, with the log lines written since it got it."""
-        logs = []
-        for server, offset in self._log_offsets.values():
-            with server.log_path.open("rb") as log:
-                log.seek(offset)
-                logs.append((server, log.read().decode(errors="replace")))
-        return logs
-
-
 @pytest.fixture
 def live_chat(request: pytest.FixtureRequest, _live_servers: LiveServers) -> Iterator[LiveChat]:
-    """``live_chat(layer, consumer="async", count=1)`` -> running Daphne servers.
+    """``live_chat(layer, consumer="async", count=1, asgi="daphne")`` -> running servers.
 
     Servers are shared across the session (start-up costs about a second each); when
     the test fails, the server log lines written during it are printed with the failure.
@@ -136,7 +103,7 @@ def live_chat(request: pytest.FixtureRequest, _live_servers: LiveServers) -> Ite
     if report is not None and report.failed:
         for server, text in chat.logs_during_test():
             print(
-                f"\n--- daphne {server.netloc} {server.env} log during the test "
+                f"\n--- {server.asgi} {server.netloc} {server.env} log during the test "
                 f"({server.log_path}) ---\n{text}"
             )
 

@@ -54,7 +54,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def serve(session: nox.Session) -> None:
-    """Serve the chat on http://127.0.0.1:8000 (InMemory); `-- --layer redis` for another."""
+    """Serve the chat on http://127.0.0.1:8000 (InMemory, Daphne); for another layer or
+    server: `-- --layer nats --asgi uvicorn`."""
     install_project(session)
     session.run("python", "services.py", "serve", *session.posargs)
 

@@ -13,6 +13,7 @@ Standard library only, because nothing else is installed yet.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -25,18 +26,26 @@ VENV = ROOT / ".venv"
 
 # Executables each command wants, with their Debian package. A missing one narrows what
 # the command can do (WHAT_IS_MISSED) rather than stopping it.
+# The servers behind the layers: Redis, PostgreSQL, RabbitMQ and NATS, each started as a
+# throw-away process by services.py (never as a system service), plus redis-sentinel
+# and faketime for the fault and multi-machine runs.
+SERVERS = {
+    "redis-server": "redis-server",
+    "redis-sentinel": "redis-sentinel",
+    # Debian keeps PostgreSQL's programs off PATH, in /usr/lib/postgresql/<version>/bin.
+    "/usr/lib/postgresql/*/bin/postgres": "postgresql",
+    "rabbitmq-server": "rabbitmq-server",
+    "nats-server": "nats-server",
+    "faketime": "faketime",
+}
 SYSTEM_NEEDS = {
-    "tests": {
-        "redis-server": "redis-server",
-        "chromium": "chromium",
-        "chromedriver": "chromium-driver",
-    },
-    "bench": {"redis-server": "redis-server"},
+    "tests": {**SERVERS, "chromium": "chromium", "chromedriver": "chromium-driver"},
+    "bench": SERVERS,
     "serve": {},
 }
 WHAT_IS_MISSED = {
     "tests": "the tests that need them will fail in CI and be skipped locally",
-    "bench": "the benchmark will run the InMemory layer only",
+    "bench": "the benchmark cannot run the layers whose server is missing",
     "serve": "",
 }
 
@@ -54,8 +63,14 @@ def venv_can_be_made() -> bool:
     return True
 
 
+def installed(executable: str) -> bool:
+    if executable.startswith("/"):
+        return bool(glob.glob(executable))
+    return shutil.which(executable) is not None
+
+
 def missing_packages(command: str) -> list[str]:
-    missing = [pkg for exe, pkg in SYSTEM_NEEDS[command].items() if shutil.which(exe) is None]
+    missing = [pkg for exe, pkg in SYSTEM_NEEDS[command].items() if not installed(exe)]
     if not VENV.exists() and not venv_can_be_made():
         missing.append(f"python3.{sys.version_info.minor}-venv")
     return missing

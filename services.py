@@ -1,14 +1,18 @@
-"""Start and stop the real services the chat runs on: redis-server and Daphne.
+"""Start and stop the real services the chat runs on: its layer's server and the chat itself.
 
 This is the one place that knows how: the pytest fixtures (conftest.py), the load
-benchmark (``python -m load bench``) and the nox sessions all come through here.
-Everything binds to loopback, on a free port, and every wait is bounded in time.
+benchmark (``python -m load bench``), the version matrix and the nox sessions all come
+through here. Everything binds to loopback, on a free port, and every wait is bounded.
 
-    with RedisServer.start() as redis:
-        with DaphneServer.start(layer="redis", redis_url=redis.url) as chat:
-            print(chat.ws_url)
+    with layer_backend("postgres") as backend:              # $POSTGRES_URL or a throw-away one
+        with ChatServer.start(layer="postgres", backend=backend, asgi="uvicorn") as chat:
+            print(chat.ws_url, chat.description)
 
-``python services.py serve --layer redis`` serves the chat in the foreground (nox -s serve).
+The layers' servers (Redis, PostgreSQL, RabbitMQ, NATS) are in backends.py, the process
+plumbing in processes.py; this module re-exports what callers used to import from here.
+
+``python services.py serve --layer nats --asgi uvicorn`` serves the chat in the foreground
+(nox -s serve).
 """
 
 from __future__ import annotations
@@ -16,229 +20,149 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-APP_DIR = ROOT / "app"
-LOOPBACK = "127.0.0.1"
-LAYERS = ("inmemory", "redis", "redis-pubsub")
-REDIS_LAYERS = ("redis", "redis-pubsub")
-CONSUMERS = ("async", "sync")
+from backends import (
+    APP_DIR,
+    LAYERS,
+    REDIS_LAYERS,
+    ROOT,
+    Backend,
+    BackendServer,
+    NatsServer,
+    PostgresServer,
+    RabbitMQServer,
+    RedisServer,
+    environment,
+    layer_backend,
+    redis_ping,
+    service_of,
+)
+from processes import (
+    DEBIAN_PACKAGES,
+    LOOPBACK,
+    MissingExecutable,
+    ProcessStats,
+    ServiceError,
+    find_executable,
+    free_port,
+    kill_process_group,
+    launch,
+    stop_process,
+    wait_until,
+)
 
-# Debian/Ubuntu package that provides each executable the tests and benchmark run.
-DEBIAN_PACKAGES = {
-    "redis-server": "redis-server",
-    "chromium": "chromium",
-    "chromedriver": "chromium-driver",
-}
+__all__ = [
+    "APP_DIR",
+    "ASGI_SERVERS",
+    "CONSUMERS",
+    "DEBIAN_PACKAGES",
+    "LAYERS",
+    "LOOPBACK",
+    "REDIS_LAYERS",
+    "ROOT",
+    "UVICORN_WEBSOCKETS",
+    "Backend",
+    "BackendServer",
+    "ChatServer",
+    "DaphneServer",
+    "MissingExecutable",
+    "NatsServer",
+    "PostgresServer",
+    "ProcessStats",
+    "RabbitMQServer",
+    "RedisServer",
+    "ServiceError",
+    "chat_environment",
+    "chat_servers",
+    "find_executable",
+    "free_port",
+    "layer_backend",
+    "redis_for",
+    "redis_ping",
+]
 
-
-class ServiceError(RuntimeError):
-    """A service could not be found, started or reached; the text is one line."""
-
-
-def find_executable(name: str) -> str:
-    """Path of a system executable, or ServiceError saying which package to install."""
-    path = shutil.which(name)
-    if path is None:
-        package = DEBIAN_PACKAGES.get(name, name)
-        raise ServiceError(
-            f"{name} not found on PATH: install it with `sudo apt-get install {package}`"
-        )
-    return path
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nobody listens on right now (the caller binds it soon after)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until(ready, *, timeout: float, process: subprocess.Popen, what: str, log: Path) -> None:
-    """Poll ``ready()`` until true; fail early if the process dies, or at the deadline."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServiceError(
-                f"{what} exited with code {process.returncode} while starting: "
-                f"{_last_line(log)} (log: {log})"
-            )
-        if ready():
-            return
-        time.sleep(delay)  # polling a port that is not open yet; the deadline bounds it
-        delay = min(delay * 2, 0.2)
-    raise ServiceError(f"{what} was not ready within {timeout:.0f} s (log: {log})")
-
-
-def _last_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no output"
-
-
-def _stop_process(process: subprocess.Popen, timeout: float = 5.0) -> None:
-    # Daphne waits up to 10 s for application instances on SIGTERM; a sync consumer
-    # that refused its handshake just before can hold it that long, so do not wait it out.
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
-
-
-class ProcessStats:
-    """CPU time and memory of a running process, read from /proc (Linux)."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-    def cpu_seconds(self) -> float | None:
-        """User plus system CPU seconds used so far, or None where /proc is absent."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
-
-    def rss_mb(self) -> float | None:
-        """Resident memory in MiB, or None where /proc is absent."""
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
-
-
-class RedisServer:
-    """A throw-away redis-server: loopback only, no persistence, in its own directory."""
-
-    def __init__(self, process: subprocess.Popen, port: int, workdir: Path, host: str) -> None:
-        self.process = process
-        self.port = port
-        self.host = host
-        self.workdir = workdir
-        self.log_path = workdir / "redis.log"
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}/0"
-
-    @classmethod
-    def start(cls, *, host: str = LOOPBACK, timeout: float = 10.0) -> RedisServer:
-        executable = find_executable("redis-server")
-        workdir = Path(tempfile.mkdtemp(prefix="chat-redis-"))
-        port = free_port(host)
-        log = (workdir / "redis.log").open("wb")
-        process = subprocess.Popen(
-            [
-                executable,
-                "--port",
-                str(port),
-                "--bind",
-                host,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-                "--daemonize",
-                "no",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
-        server = cls(process, port, workdir, host)
-        try:
-            _wait_until(
-                server.ping,
-                timeout=timeout,
-                process=process,
-                what=f"redis-server on port {port}",
-                log=server.log_path,
-            )
-        except BaseException:
-            server.stop()
-            raise
-        return server
-
-    def ping(self) -> bool:
-        """True when the server answers PING with PONG."""
-        return redis_ping(self.host, self.port)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        _stop_process(self.process)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def redis_ping(host: str, port: int, timeout: float = 1.0) -> bool:
-    """Speak just enough RESP to ask a Redis server whether it is up."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
-            conn.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return conn.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
+CONSUMERS = environment.CONSUMERS
+ASGI_SERVERS = ("daphne", "uvicorn")
+# Uvicorn's WebSocket implementation, chosen rather than left to --ws auto: the
+# Sans-I/O protocol of the websockets library, which is what `auto` picks in uvicorn
+# 0.35+ when websockets is installed (as uvicorn[standard] does), so it is what most
+# Uvicorn users run. Naming it keeps a measurement from changing silently when packages
+# do. The older `websockets` choice is the library's legacy API, deprecated since
+# websockets 14; `wsproto` is pure Python and the least used of the three.
+UVICORN_WEBSOCKETS = "websockets-sansio"
+# What each way of serving speaks WebSocket with, and the package that provides it.
+WEBSOCKET_PACKAGES = {"autobahn": "autobahn", "websockets-sansio": "websockets"}
 
 
 def chat_environment(
     *,
     layer: str = "inmemory",
     consumer: str = "async",
-    redis_url: str | None = None,
+    backend_env: Mapping[str, str] | None = None,
     extra: Mapping[str, str] | None = None,
+    redis_url: str | None = None,
 ) -> dict[str, str]:
-    """The environment variables that make the app run a given layer and consumer."""
-    env = {"CHANNEL_LAYER": layer, "CHAT_CONSUMER": consumer}
+    """The environment variables that make the app run a layer and consumer against a
+    backend (``Backend.env``: the layer's URL variable). ``redis_url`` is the old way of
+    giving ``backend_env={"REDIS_URL": ...}``."""
+    env = {"CHANNEL_LAYER": layer, "CHAT_CONSUMER": consumer, **(backend_env or {})}
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
-    elif layer in REDIS_LAYERS:
-        raise ServiceError(f"layer {layer!r} needs a redis_url")
     env.update(extra or {})
+    service = service_of(layer)
+    if service is not None and not env.get(service.url_variable):
+        raise ServiceError(f"layer {layer!r} needs {service.url_variable} (start a layer_backend)")
     return env
 
 
-class DaphneServer:
-    """``daphne mysite.asgi:application`` in a subprocess, serving the chat on loopback."""
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class ChatServer:
+    """The chat served by Daphne (the default, and the tutorial's) or Uvicorn, in a
+    subprocess on loopback."""
 
     def __init__(
-        self, process: subprocess.Popen, host: str, port: int, log_path: Path, env: dict[str, str]
+        self,
+        process: subprocess.Popen,
+        *,
+        host: str,
+        port: int,
+        log_path: Path,
+        env: dict[str, str],
+        asgi: str,
     ) -> None:
         self.process = process
         self.host = host
         self.port = port
         self.log_path = log_path
         self.env = env
+        self.asgi = asgi
+        # Daphne speaks WebSocket through Autobahn; Uvicorn through the one named here.
+        self.websocket = UVICORN_WEBSOCKETS if asgi == "uvicorn" else "autobahn"
+
+    @property
+    def description(self) -> str:
+        """Which server and WebSocket implementation, with versions, for reports."""
+        websocket_package = WEBSOCKET_PACKAGES[self.websocket]
+        return (
+            f"{self.asgi} {_package_version(self.asgi)} "
+            f"(WebSocket: {self.websocket}, {websocket_package} "
+            f"{_package_version(websocket_package)})"
+        )
 
     @property
     def pid(self) -> int:
@@ -263,41 +187,47 @@ class DaphneServer:
         *,
         layer: str = "inmemory",
         consumer: str = "async",
+        asgi: str = "daphne",
+        backend: Backend | None = None,
         redis_url: str | None = None,
         env: Mapping[str, str] | None = None,
         host: str = LOOPBACK,
         port: int | None = None,
         log_dir: Path | None = None,
         timeout: float = 30.0,
-        via: str = "daphne",
-    ) -> DaphneServer:
-        """Start Daphne and return once it serves the chat's index page.
+        via: str | None = None,
+    ) -> ChatServer:
+        """Start the chat and return once it serves its index page.
 
-        ``via="daphne"`` runs ``daphne mysite.asgi:application`` (what deployments run);
-        ``via="runserver"`` runs ``manage.py runserver``, which Daphne takes over.
+        ``asgi="daphne"`` runs ``daphne mysite.asgi:application`` (what the tutorial
+        deploys), ``asgi="uvicorn"`` runs ``uvicorn mysite.asgi:application``;
+        ``via="runserver"`` runs ``manage.py runserver`` instead, which Daphne takes over.
+        ``backend`` (or the old ``redis_url``) says where the layer's server is.
         """
-        chat_env = chat_environment(layer=layer, consumer=consumer, redis_url=redis_url, extra=env)
-        port = port or free_port(host)
-        log_dir = log_dir or Path(tempfile.mkdtemp(prefix="chat-daphne-"))
+        command = server_command(asgi, host, port := port or free_port(host), via=via)
+        chat_env = chat_environment(
+            layer=layer,
+            consumer=consumer,
+            backend_env=backend.env if backend is not None else None,
+            redis_url=redis_url,
+            extra=env,
+        )
+        log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"chat-{asgi}-"))
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"daphne-{port}.log"
-        log = log_path.open("wb")
-        process = subprocess.Popen(
-            _server_command(via, host, port),
+        log_path = log_dir / f"{asgi}-{port}.log"
+        process = launch(
+            command,
+            log_path=log_path,
             cwd=APP_DIR,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **chat_env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
         )
-        log.close()
-        server = cls(process, host, port, log_path, chat_env)
+        server = cls(process, host=host, port=port, log_path=log_path, env=chat_env, asgi=asgi)
         try:
-            _wait_until(
+            wait_until(
                 server.serves_index,
                 timeout=timeout,
                 process=process,
-                what=f"daphne ({layer}, {consumer}) on port {port}",
+                what=f"{asgi} ({layer}, {consumer}) on port {port}",
                 log=log_path,
             )
         except BaseException:
@@ -320,46 +250,62 @@ class DaphneServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        _stop_process(self.process)
+        # Daphne waits up to 10 s for application instances on SIGTERM; a sync consumer
+        # that refused its handshake just before can hold it that long, so do not wait
+        # it out (stop_process kills after 5 s).
+        stop_process(self.process, stop_signal=signal.SIGTERM)
 
-    def __enter__(self) -> DaphneServer:
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, without closing its sockets (a crash)."""
+        kill_process_group(self.process)
+        self.process.wait(timeout=10)
+
+    def __enter__(self) -> ChatServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def __repr__(self) -> str:
+        return f"<ChatServer {self.asgi} {self.url} layer {self.env.get('CHANNEL_LAYER')}>"
 
-def _server_command(via: str, host: str, port: int) -> list[str]:
-    if via == "daphne":
-        return [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            host,
-            "-p",
-            str(port),
-            "mysite.asgi:application",
-        ]
+
+# The name callers used before Uvicorn joined; ChatServer.start(asgi="daphne") by default.
+DaphneServer = ChatServer
+
+
+def server_command(asgi: str, host: str, port: int, *, via: str | None = None) -> list[str]:
+    """The command, run from app/, that serves the chat with ``asgi`` on host:port."""
+    if asgi not in ASGI_SERVERS:
+        raise ServiceError(f"unknown ASGI server {asgi!r}: use one of {', '.join(ASGI_SERVERS)}")
+    if via not in (None, asgi, "runserver"):
+        raise ServiceError(f"unknown way to serve {via!r}: use {asgi} or runserver")
     if via == "runserver":
+        if asgi != "daphne":
+            raise ServiceError("runserver serves with Daphne only: use asgi='daphne'")
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return [sys.executable, "manage.py", "runserver", "--noreload", address]
-    raise ServiceError(f"unknown way to serve {via!r}: use daphne or runserver")
+    if asgi == "uvicorn":
+        return [
+            sys.executable, "-m", "uvicorn", "mysite.asgi:application",
+            "--host", host, "--port", str(port),
+            "--ws", UVICORN_WEBSOCKETS,
+            # Channels' ProtocolTypeRouter has no lifespan handler; off says so up front
+            # instead of an "unsupported" line in every log.
+            "--lifespan", "off",
+        ]  # fmt: skip
+    return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "mysite.asgi:application"]
 
 
 @contextlib.contextmanager
 def redis_for(layer: str, *, redis_url: str | None = None) -> Iterator[str | None]:
-    """The Redis URL a layer should use: None for InMemory, the given or $REDIS_URL
-    server if there is one, otherwise a fresh redis-server stopped on exit."""
+    """Old form of ``layer_backend`` for the Redis layers: the Redis URL a layer should
+    use (None for any other layer), from ``redis_url``, $REDIS_URL or a fresh server."""
     if layer not in REDIS_LAYERS:
         yield None
         return
-    existing = redis_url or os.environ.get("REDIS_URL")
-    if existing:
-        yield existing
-        return
-    with RedisServer.start() as redis:
-        yield redis.url
+    with layer_backend(layer, url=redis_url) as backend:
+        yield backend.env["REDIS_URL"]
 
 
 @contextlib.contextmanager
@@ -368,20 +314,35 @@ def chat_servers(
     *,
     servers: int = 1,
     consumer: str = "async",
-    redis_url: str | None = None,
+    asgi: str = "daphne",
+    backend: Backend | None = None,
     env: Mapping[str, str] | None = None,
     log_dir: Path | None = None,
-) -> Iterator[list[DaphneServer]]:
-    """Start ``servers`` Daphne processes on one layer (sharing one Redis) and stop them on exit."""
-    if layer not in LAYERS and "." not in layer:
-        raise ServiceError(f"unknown layer {layer!r}: use one of {', '.join(LAYERS)}")
+    redis_url: str | None = None,
+) -> Iterator[list[ChatServer]]:
+    """Start ``servers`` chat servers on one layer, sharing one backend (``backend``, or
+    one started with ``layer_backend``), and stop them all on exit.
+
+    ``redis_url`` is the old way of giving the Redis layers' backend; other layers ignore
+    it (callers from before the other layers pass it for every non-InMemory layer).
+    Several InMemory servers are allowed: each has rooms of its own, which is what the
+    browser suite shows."""
+    service_of(layer)  # an unknown layer fails here, before anything starts
     if servers < 1:
         raise ServiceError(f"servers must be at least 1, got {servers}")
-    with redis_for(layer, redis_url=redis_url) as url, contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
+        if backend is None:
+            given = redis_url if layer in REDIS_LAYERS else None
+            backend = stack.enter_context(layer_backend(layer, url=given))
         started = [
             stack.enter_context(
-                DaphneServer.start(
-                    layer=layer, consumer=consumer, redis_url=url, env=env, log_dir=log_dir
+                ChatServer.start(
+                    layer=layer,
+                    consumer=consumer,
+                    asgi=asgi,
+                    backend=backend,
+                    env=env,
+                    log_dir=log_dir,
                 )
             )
             for _ in range(servers)
@@ -389,44 +350,67 @@ def chat_servers(
         yield started
 
 
+def _describe_backend(backend: Backend) -> str:
+    if backend.server is not None:
+        server = backend.server
+        return f"a throw-away {server.service} server at {backend.url} (log: {server.log_path})"
+    if backend.env:
+        (variable,) = backend.env
+        return f"${variable}"
+    return "no server: the layer lives in the chat's process"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python services.py serve",
-        description="Serve the chat with Daphne on one layer until Ctrl-C; starts a "
-        "throw-away redis-server for the Redis layers unless REDIS_URL is set.",
+        description="Serve the chat on one layer until Ctrl-C. A layer that needs a server "
+        "(Redis, PostgreSQL, RabbitMQ, NATS) uses its URL variable (REDIS_URL, POSTGRES_URL, "
+        "RABBITMQ_URL, NATS_URL) when set, else a throw-away server started for the session.",
     )
     parser.add_argument("command", choices=["serve"])
     parser.add_argument(
         "--layer",
         default=os.environ.get("CHANNEL_LAYER", "inmemory"),
-        help="inmemory (default), redis, redis-pubsub or a dotted path",
+        help=f"{', '.join(LAYERS)} or a dotted path (default inmemory)",
     )
     parser.add_argument("--consumer", choices=CONSUMERS, default="async")
+    parser.add_argument(
+        "--asgi", choices=ASGI_SERVERS, default="daphne", help="ASGI server (default daphne)"
+    )
     parser.add_argument("--host", default=LOOPBACK, help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     args = parser.parse_args(argv)
-    if args.layer not in LAYERS and "." not in args.layer:
-        parser.error(
-            f"unknown layer {args.layer!r}: use one of {', '.join(LAYERS)} or a dotted path"
-        )
     try:
-        with redis_for(args.layer) as redis_url:
+        service_of(args.layer)
+    except ServiceError as error:
+        parser.error(str(error))
+    # A plain `kill` (SIGTERM) must stop the throw-away backend too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with layer_backend(args.layer) as backend:
             env = {
                 **os.environ,
-                **chat_environment(layer=args.layer, consumer=args.consumer, redis_url=redis_url),
+                **chat_environment(
+                    layer=args.layer, consumer=args.consumer, backend_env=backend.env
+                ),
             }
             print(
-                f"Starting the chat on http://{args.host}:{args.port}/chat/ "
-                f"(layer {args.layer}, consumer {args.consumer}); Ctrl-C stops it.",
+                f"Starting the chat on http://{args.host}:{args.port}/chat/ with {args.asgi} "
+                f"(layer {args.layer} on {_describe_backend(backend)}, consumer "
+                f"{args.consumer}); Ctrl-C stops it.",
                 flush=True,
             )
-            command = _server_command("daphne", args.host, args.port)
-            with contextlib.suppress(KeyboardInterrupt):
-                return subprocess.call(command, cwd=APP_DIR, env=env)
+            command = server_command(args.asgi, args.host, args.port)
+            return subprocess.call(command, cwd=APP_DIR, env=env)
     except ServiceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    return 0
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the chat server and backend are stopped
+        return 0
 
 
 if __name__ == "__main__":

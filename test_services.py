@@ -1,93 +1,281 @@
-"""Tests of the harness's own plumbing: services.py and the root conftest's fixtures.
+"""Tests of the harness's own plumbing: the servers in backends.py and services.py, and
+the root conftest's fixtures.
 
-The fixture tests run an inner pytest in a subprocess with the root conftest loaded as a
-plugin, so they see exactly what a user sees: outcomes and printed output.
+The fixture tests run an inner pytest in a subprocess (pytest's own ``pytester``) with the
+root conftest loaded as a plugin, so they see exactly what a user sees: outcomes and
+printed output.
 """
 
+from __future__ import annotations
+
 import os
+import signal
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
-from services import ROOT, DaphneServer, RedisServer, ServiceError, find_executable, redis_ping
+import backends
+from backends import Backend, layer_backend
+from processes import launch, stop_process, wait_until
+from services import (
+    APP_DIR,
+    ROOT,
+    ChatServer,
+    MissingExecutable,
+    NatsServer,
+    PostgresServer,
+    ProcessStats,
+    RabbitMQServer,
+    RedisServer,
+    chat_servers,
+    find_executable,
+    free_port,
+)
+
+pytest_plugins = "pytester"
+
+SERVERS = {
+    "redis": (RedisServer, "redis://127.0.0.1:", "redis-server"),
+    "postgres": (PostgresServer, "postgresql://chat:", "postgresql"),
+    "rabbitmq": (RabbitMQServer, "amqp://guest:guest@127.0.0.1:", "rabbitmq-server"),
+    "nats": (NatsServer, "nats://127.0.0.1:", "nats-server"),
+}
+SERVER_PARAMS = [pytest.param(name, marks=getattr(pytest.mark, name)) for name in SERVERS]
 
 
-def test_redis_server_answers_on_loopback_and_is_gone_after_stop():
-    server = RedisServer.start()
-    assert server.url == f"redis://127.0.0.1:{server.port}/0"
-    assert server.ping()
-    server.stop()
-    assert not redis_ping("127.0.0.1", server.port)
+def start_or_skip(server_class):
+    try:
+        return server_class.start()
+    except MissingExecutable as error:
+        from live import missing_dependency
+
+        missing_dependency(str(error))
+
+
+@pytest.mark.parametrize("name", SERVER_PARAMS)
+def test_server_answers_on_loopback_restarts_on_its_port_and_leaves_nothing(name):
+    server_class, url_start, _ = SERVERS[name]
+    server = start_or_skip(server_class)
+    try:
+        assert server.url.startswith(url_start) and f":{server.port}" in server.url
+        assert server.answers()
+        assert server.log_path.exists() and server.log_path.is_relative_to(server.workdir)
+        first_pid = server.pid
+
+        server.shutdown()
+        assert not server.answers()
+        assert server.workdir.exists()
+
+        server.start_again()
+        assert server.answers()
+        assert server.pid != first_pid
+        assert f":{server.port}" in server.url
+    finally:
+        server.stop()
+    assert not server.answers()
     assert not server.workdir.exists()
+    assert server.process.returncode is not None
+
+
+@pytest.mark.parametrize("name", SERVER_PARAMS)
+def test_missing_server_names_the_package_to_install(name, monkeypatch, tmp_path):
+    server_class, _, package = SERVERS[name]
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(backends, "POSTGRES_BIN_GLOB", str(tmp_path / "*" / "bin"))
+    with pytest.raises(MissingExecutable, match=rf"apt-get install {package}`$"):
+        server_class.start()
 
 
 def test_missing_executable_names_the_package_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ServiceError, match=r"apt-get install chromium-driver"):
+    with pytest.raises(MissingExecutable, match=r"apt-get install chromium-driver"):
         find_executable("chromedriver")
 
 
-def test_daphne_reports_its_cpu_and_memory(tmp_path):
-    with DaphneServer.start(log_dir=tmp_path) as server:
+@pytest.mark.parametrize("name", SERVER_PARAMS)
+def test_layer_backend_uses_the_url_variable_when_set(name, backend_for, monkeypatch):
+    layer = {"redis": "redis-pubsub"}.get(name, name)
+    url = backend_for(layer).url  # the session's server, so nothing new starts
+    variable = backends.environment.SERVICES[name].url_variable
+    monkeypatch.setenv(variable, url)
+
+    with layer_backend(layer) as backend:
+        assert backend == Backend(layer, {variable: url}, server=None)
+
+
+def test_layer_backend_needs_nothing_for_inmemory():
+    with layer_backend("inmemory") as backend:
+        assert backend == Backend("inmemory", {}, server=None)
+
+
+@pytest.mark.nats
+def test_chat_servers_share_one_throw_away_backend_and_stop_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("NATS_URL", raising=False)
+    try:
+        find_executable("nats-server")
+    except MissingExecutable as error:
+        from live import missing_dependency
+
+        missing_dependency(str(error))
+    with chat_servers("nats", servers=2, log_dir=tmp_path) as servers:
+        urls = {server.env["NATS_URL"] for server in servers}
+        assert len(urls) == 1 and len({server.pid for server in servers}) == 2
+        (url,) = urls
+        port = int(url.rsplit(":", 1)[1])
+        assert backends._first_bytes("127.0.0.1", port, count=5) == b"INFO "
+    assert backends._first_bytes("127.0.0.1", port, count=5) is None
+
+
+def test_chat_server_reports_its_cpu_and_memory_and_none_once_gone(tmp_path):
+    with ChatServer.start(log_dir=tmp_path) as server:
         stats = server.stats()
         assert stats.cpu_seconds() > 0
         assert 10 < stats.rss_mb() < 1000
     assert server.process.returncode is not None
+    # Unknown, not zero: the process is gone.
+    assert stats.cpu_seconds() is None and stats.rss_mb() is None
+    assert ProcessStats(server.pid).cpu_seconds() is None
 
 
-def run_inner_pytest(tmp_path: Path, test_source: str, **env: str) -> subprocess.CompletedProcess:
-    (tmp_path / "test_inner.py").write_text(textwrap.dedent(test_source))
-    environ = {k: v for k, v in os.environ.items() if k not in ("CI", "REDIS_URL")}
-    environ.update(env)
-    environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "app")])
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-rs",
-         "-s", "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_inner.py")],
-        capture_output=True, text=True, timeout=120, env=environ, cwd=tmp_path,
-    )  # fmt: skip
+def test_kill_ends_the_chat_server_at_once(tmp_path):
+    server = ChatServer.start(log_dir=tmp_path)
+    server.kill()
+    assert server.process.returncode == -signal.SIGKILL
+    assert not server.serves_index()
+    server.stop()  # harmless afterwards
 
 
-NEEDS_REDIS = """
-    def test_needs_redis(redis_url):
-        assert redis_url
-"""
-
-
-def test_missing_redis_server_fails_in_ci(tmp_path):
-    result = run_inner_pytest(tmp_path, NEEDS_REDIS, CI="true", PATH=str(tmp_path))
-    assert result.returncode == 1, result.stdout
-    assert "1 error" in result.stdout
-    assert "apt-get install redis-server" in result.stdout
-
-
-def test_missing_redis_server_skips_locally_saying_what_to_install(tmp_path):
-    result = run_inner_pytest(tmp_path, NEEDS_REDIS, PATH=str(tmp_path))
-    assert result.returncode == 0, result.stdout
-    assert "1 skipped" in result.stdout
-    assert "apt-get install redis-server" in result.stdout
-
-
-def test_a_failing_test_shows_the_server_log_written_during_it(tmp_path):
-    result = run_inner_pytest(
-        tmp_path,
-        """
-        import urllib.request
-
-        def test_fails(live_chat):
-            (server,) = live_chat("inmemory")
-            urllib.request.urlopen(server.url + "/chat/log-marker-room/").close()
-            assert False, "on purpose"
-
-        def test_passes(live_chat):
-            (server,) = live_chat("inmemory")
-            urllib.request.urlopen(server.url + "/chat/quiet-room/").close()
-        """,
-        DJANGO_SETTINGS_MODULE="mysite.settings",
+def test_serve_refuses_an_unknown_layer_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "services.py", "serve", "--layer", "kafka"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    assert "1 failed, 1 passed" in result.stdout, result.stdout
-    assert "--- daphne 127.0.0.1:" in result.stdout
-    assert "GET /chat/log-marker-room/" in result.stdout
-    assert "quiet-room" not in result.stdout, "a passing test must not print the log"
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "python services.py serve: error: unknown layer 'kafka': use one of "
+        "inmemory, redis, redis-pubsub, postgres, rabbitmq, nats or a dotted path"
+    )
+
+
+@pytest.mark.nats
+def test_serve_runs_the_chat_on_a_throw_away_backend_until_terminated(monkeypatch, tmp_path):
+    """`python services.py serve --layer nats --asgi uvicorn`: the chat answers, and a
+    plain kill (SIGTERM) stops the chat server and the nats-server started for it."""
+    monkeypatch.delenv("NATS_URL", raising=False)
+    try:
+        find_executable("nats-server")
+    except MissingExecutable as error:
+        from live import missing_dependency
+
+        missing_dependency(str(error))
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    command = [sys.executable, "services.py", "serve", "--layer", "nats", "--asgi", "uvicorn"]
+    command += ["--port", str(port)]
+    serve = launch(command, log_path=log_path, cwd=ROOT)
+    try:
+        chat = ChatServer(
+            serve, host="127.0.0.1", port=port, log_path=log_path, env={}, asgi="uvicorn"
+        )
+        wait_until(chat.serves_index, timeout=60, process=serve, what="serve", log=log_path)
+        started = log_path.read_text()
+        assert (
+            "with uvicorn (layer nats on a throw-away nats server at nats://127.0.0.1:" in started
+        )
+        nats_port = int(started.split("nats://127.0.0.1:", 1)[1].split(" ", 1)[0])
+        assert backends._first_bytes("127.0.0.1", nats_port, count=5) == b"INFO "
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+        assert not chat.serves_index()
+        assert backends._first_bytes("127.0.0.1", nats_port, count=5) is None
+    finally:
+        stop_process(serve)
+
+
+# --- the fixtures, seen from a user's pytest run -----------------------------------------
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    """``inner(source, *args, **env)`` -> the outcome of an inner pytest run of ``source``
+    with the root conftest as a plugin, in a clean environment (no CI, no URL variables)."""
+    for variable in ("CI", "REDIS_URL", "POSTGRES_URL", "RABBITMQ_URL", "NATS_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(APP_DIR)]))
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+    def run(source: str, *args: str, **env: str) -> pytest.RunResult:
+        for variable, value in env.items():
+            monkeypatch.setenv(variable, value)
+        pytester.makepyfile(test_inner=source)
+        return pytester.runpytest_subprocess(
+            "-p", "conftest", "-p", "no:cacheprovider", "-p", "no:locust", "-rs", "-s", *args
+        )
+
+    return run
+
+
+# Each backend's fixture, with no server to be found: PATH is empty and Debian's
+# PostgreSQL directory is pointed elsewhere.
+NEEDS_SERVERS = """
+import pytest
+import backends
+
+backends.POSTGRES_BIN_GLOB = "/nonexistent/*/bin"
+
+@pytest.mark.parametrize("layer", ["redis", "postgres", "rabbitmq", "nats"])
+def test_needs_a_server(backend):
+    assert backend.url
+"""
+APT_LINES = [
+    "*apt-get install redis-server*",
+    "*apt-get install postgresql*",
+    "*apt-get install rabbitmq-server*",
+    "*apt-get install nats-server*",
+]
+
+
+def test_missing_servers_fail_in_ci(inner, tmp_path):
+    result = inner(NEEDS_SERVERS, CI="true", PATH=str(tmp_path))
+    result.assert_outcomes(errors=4)
+    result.stdout.fnmatch_lines_random(APT_LINES)
+
+
+def test_missing_servers_skip_locally_saying_what_to_install(inner, tmp_path):
+    result = inner(NEEDS_SERVERS, PATH=str(tmp_path))
+    result.assert_outcomes(skipped=4)
+    result.stdout.fnmatch_lines_random(APT_LINES)
+
+
+def test_layer_marks_select_by_server(inner):
+    source = "def test_each_layer(layer):\n    assert layer\n"
+    result = inner(source, "-m", "not rabbitmq and not postgres", "-v")
+    result.assert_outcomes(passed=4, deselected=2)
+    result.stdout.fnmatch_lines_random(
+        [f"*test_each_layer?{name}?*PASSED*" for name in ("inmemory", "redis", "nats")]
+    )
+
+
+def test_a_failing_test_shows_the_server_log_written_during_it(inner):
+    result = inner(
+        """
+import urllib.request
+
+def test_fails(live_chat):
+    (server,) = live_chat("inmemory")
+    urllib.request.urlopen(server.url + "/chat/log-marker-room/").close()
+    assert False, "on purpose"
+
+def test_passes(live_chat):
+    (server,) = live_chat("inmemory")
+    urllib.request.urlopen(server.url + "/chat/quiet-room/").close()
+"""
+    )
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*--- daphne 127.0.0.1:*", "*GET /chat/log-marker-room/*"])
+    result.stdout.no_fnmatch_line("*quiet-room*")  # a passing test must not print the log

@@ -24,7 +24,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
-from services import DaphneServer, find_executable
+from services import ChatServer, find_executable
 
 # What e2e/conftest.py's ``unique_room(label)`` fixture hands the tests.
 UniqueRoom = Callable[[str], str]
@@ -117,7 +117,7 @@ SOCKET_CLOSED = 3
 class PageWindow:
     """One browser window showing a page served by ``server``."""
 
-    def __init__(self, driver: WebDriver, handle: str, server: DaphneServer) -> None:
+    def __init__(self, driver: WebDriver, handle: str, server: ChatServer) -> None:
         self.driver = driver
         self.handle = handle
         self.server = server
@@ -131,7 +131,7 @@ class PageWindow:
 class ChatWindow(PageWindow):
     """One browser window showing a chat room page (room.html)."""
 
-    def __init__(self, driver: WebDriver, handle: str, server: DaphneServer, room: str) -> None:
+    def __init__(self, driver: WebDriver, handle: str, server: ChatServer, room: str) -> None:
         super().__init__(driver, handle, server)
         self.room = room
 
@@ -320,7 +320,7 @@ class Browser:
         self.handles.append(handle)
         return handle
 
-    def open_room(self, server: DaphneServer, room: str) -> ChatWindow:
+    def open_room(self, server: ChatServer, room: str) -> ChatWindow:
         """A window showing ``room`` on ``server``, its socket open."""
         handle = self.new_window()
         self.driver.get(f"{server.url}/chat/{room}/")
@@ -328,7 +328,7 @@ class Browser:
         window.wait_for_open_socket()
         return window
 
-    def open_index(self, server: DaphneServer) -> IndexWindow:
+    def open_index(self, server: ChatServer) -> IndexWindow:
         """A window showing the index page (/chat/)."""
         handle = self.new_window()
         self.driver.get(f"{server.url}/chat/")

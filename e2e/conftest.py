@@ -18,7 +18,6 @@ import pytest
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
 
-from conftest import LiveChat, missing_dependency
 from e2e.browser import (
     Browser,
     HeadlessChromium,
@@ -26,7 +25,8 @@ from e2e.browser import (
     WindowPool,
     chromium_paths,
 )
-from services import ROOT, DaphneServer, ServiceError
+from live import LiveChat, missing_dependency
+from services import ROOT, ChatServer, ServiceError
 
 ARTIFACTS_DIR = ROOT / "e2e-artifacts"
 
@@ -65,7 +65,7 @@ class FailureArtifacts:
         self.directory = directory
 
     def save(
-        self, driver: WebDriver, handles: list[str], server_logs: list[tuple[DaphneServer, str]]
+        self, driver: WebDriver, handles: list[str], server_logs: list[tuple[ChatServer, str]]
     ) -> Path:
         shutil.rmtree(self.directory, ignore_errors=True)  # an earlier run's, same test
         self.directory.mkdir(parents=True)

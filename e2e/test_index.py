@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.keys import Keys
 
-from conftest import LiveChat
 from e2e.browser import Browser, UniqueRoom
+from live import LiveChat
 
 pytestmark = pytest.mark.browser
 

@@ -1,16 +1,17 @@
 """Rooms in a real browser: what is posted in a room reaches every window in it, in order
 and exactly once, never a window in another room, and shows exactly as it was typed.
 
-Each test runs on every layer (the root ``layer`` fixture: inmemory, redis, redis-pubsub)
-against a live Daphne server; delivery and isolation also run with the sync consumer.
+Each test runs on every layer (the root ``layer`` fixture: inmemory, redis, redis-pubsub,
+postgres, rabbitmq, nats) against a live Daphne server; delivery and isolation also run
+with the sync consumer.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from conftest import LiveChat
 from e2e.browser import Browser, UniqueRoom
+from live import LiveChat
 from services import CONSUMERS, REDIS_LAYERS
 
 pytestmark = pytest.mark.browser

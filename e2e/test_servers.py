@@ -1,23 +1,25 @@
 """One room across two Daphne processes: a browser window on each server, same room.
 
 A deployment runs several server processes; the channel layer is what carries a room's
-messages between them.
+messages between them. Every layer with a server of its own does (Redis, PostgreSQL,
+RabbitMQ, NATS); InMemory does not, by design.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from conftest import LiveChat
 from e2e.browser import Browser, UniqueRoom
-from services import REDIS_LAYERS
+from live import LiveChat, layer_param
+from services import LAYERS
 
 pytestmark = pytest.mark.browser
 
+SHARED_LAYERS = [layer for layer in LAYERS if layer != "inmemory"]
 
-@pytest.mark.redis
-@pytest.mark.parametrize("layer", REDIS_LAYERS)
-def test_two_servers_sharing_redis_deliver_each_others_messages(
+
+@pytest.mark.parametrize("layer", [layer_param(layer) for layer in SHARED_LAYERS])
+def test_two_servers_sharing_a_backend_deliver_each_others_messages(
     layer: str, live_chat: LiveChat, browser: Browser, unique_room: UniqueRoom
 ) -> None:
     first_server, second_server = live_chat(layer, count=2)
@@ -40,10 +42,11 @@ def test_two_servers_on_the_inmemory_layer_do_not_share_a_room(
 ) -> None:
     """Expected behaviour, not a bug: InMemoryChannelLayer keeps its groups in the memory
     of one process, so each server has a room of that name of its own. That is why it is
-    for development and tests, and a deployment with several processes needs Redis.
+    for development and tests, and a deployment with several processes needs a layer with
+    a server (Redis, PostgreSQL, RabbitMQ or NATS).
 
     Positive control: each window still receives its own messages, so both sockets are
-    open and in their server's room; the same steps on the Redis layers (the test above)
+    open and in their server's room; the same steps on the other layers (the test above)
     do carry each message to the other server."""
     first_server, second_server = live_chat("inmemory", count=2)
     assert first_server.pid != second_server.pid

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 
-from conftest import missing_dependency
 from e2e.browser import HeadlessChromium, chromium_paths
+from live import missing_dependency
 from services import ServiceError
 
 TUTORIAL_TESTS = Path(__file__).with_name("tests.py")

@@ -1,12 +1,17 @@
 """Consumer tests: WebsocketCommunicator through the real routing (mysite.asgi.application),
-for both consumers, on every channel layer (the Redis ones against a real redis-server).
+for both consumers, on every channel layer (each against its real server: Redis,
+PostgreSQL, RabbitMQ, NATS).
 
 The tests marked ``compat`` are the quick core that every cell of `nox -s compat` runs.
 
 Absence is never shown by waiting alone: each isolation check is followed by a positive
 control whose message must arrive first, so a leaked message would be seen before it.
+
+Where a layer does something other than the contract asks, the test asserts what it does
+(``LAYER_REFUSES_ROOM`` below) and the README's "Layers" section says why.
 """
 
+import asyncio
 import importlib
 import json
 import logging
@@ -16,11 +21,13 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
+from live import channels_postgres_in_process
 from mysite import environment
 
 # Django's test environment sets ALLOWED_HOSTS to ["testserver"], so that is the page's origin.
 SAME_ORIGIN = (b"origin", b"http://testserver")
 RECEIVE_TIMEOUT = 5  # seconds; generous for a loaded CI machine, only hit on failure
+LAYER_READY_TIMEOUT = 10  # seconds, see layer_round_trip
 
 
 @pytest.fixture(params=["async", "sync"])
@@ -29,28 +36,55 @@ def consumer(request, settings):
     return request.param
 
 
+async def layer_round_trip(application) -> None:
+    """Return once a message posted in a room of its own has come back through the layer.
+
+    channels-postgres starts listening for its notifications when a process's first
+    consumer starts receiving; a message sent before that is lost, and consumers that
+    start receiving together each start a listener, which delivers every message once per
+    listener (README, "Layers"; test_layers.py asserts both). This lets the first
+    consumer start the one listener before a test's own members join. On the other
+    layers the first round trip succeeds at once. Bounded: the posts repeat only until
+    one comes back or LAYER_READY_TIMEOUT passes."""
+    room = unique_room("ready")
+    communicator = await join(application, room)
+    for _ in range(int(LAYER_READY_TIMEOUT / 0.05)):
+        await post(communicator, "ready?")
+        if not await communicator.receive_nothing(timeout=0.05):
+            break
+    else:
+        raise AssertionError(f"no message came back through the layer in {LAYER_READY_TIMEOUT} s")
+    await leave(communicator)
+
+
 @pytest.fixture
-async def application(settings, layer, layer_redis_url, consumer):
+async def application(settings, layer, backend, consumer, django_db_blocker):
     """The project's ASGI application for this layer and consumer, as Daphne would load it."""
-    env = {
-        "CHANNEL_LAYER": layer,
+    env = {"CHANNEL_LAYER": layer, **backend.env}
+    if layer in environment.REDIS_LAYERS:
         # A prefix of their own keeps these tests' keys apart from live servers sharing Redis.
-        "CHANNEL_LAYER_CONFIG": json.dumps({"prefix": f"consumer-tests-{uuid.uuid4().hex[:8]}"})
-        if layer_redis_url
-        else "",
-    }
-    if layer_redis_url:
-        env["REDIS_URL"] = layer_redis_url
+        env["CHANNEL_LAYER_CONFIG"] = json.dumps(
+            {"prefix": f"consumer-tests-{uuid.uuid4().hex[:8]}"}
+        )
     settings.CHANNEL_LAYERS = environment.channel_layers(env)
 
-    # chat.routing picks the consumer class at import time, as the project does at start-up.
-    import chat.routing
-    import mysite.asgi
+    with channels_postgres_in_process(settings, django_db_blocker, settings.CHANNEL_LAYERS):
+        # chat.routing picks the consumer class at import time, as the project does at start-up.
+        import chat.routing
+        import mysite.asgi
 
-    importlib.reload(chat.routing)
-    importlib.reload(mysite.asgi)
-    yield mysite.asgi.application
-    await get_channel_layer().flush()
+        importlib.reload(chat.routing)
+        importlib.reload(mysite.asgi)
+        await layer_round_trip(mysite.asgi.application)
+        yield mysite.asgi.application
+        channel_layer = get_channel_layer()
+        if layer == "inmemory" or layer in environment.REDIS_LAYERS:
+            await channel_layer.flush()  # this process's groups; Redis: this test's prefix
+        elif hasattr(channel_layer, "close"):
+            # RabbitMQ's and NATS's connections belong to this test's event loop.
+            await channel_layer.close()
+        # channels-postgres's flush() empties its tables, the live servers' groups with
+        # them; this test's rooms are its own, so its rows are simply left behind.
 
 
 @pytest.fixture
@@ -200,14 +234,94 @@ async def test_message_exactly_at_the_limit_is_accepted(application, settings):
     await leave(sender)
 
 
+# The contract's longest message (CHAT_MAX_MESSAGE_CHARS, 65536 characters) in characters
+# that take 4 bytes each in UTF-8: 262,144 bytes through the layer.
+LONGEST_MESSAGE = "\U0001f600" * environment.DEFAULT_MAX_MESSAGE_CHARS
+# With the limit raised, a message past a megabyte: 300,000 x 4 = 1,200,000 bytes.
+OVER_A_MEGABYTE = "\U0001f600" * 300_000
+# Bytes of a message a layer cannot carry, and the error its group_send raises then. NATS
+# refuses frames over the server's max_payload, 1,048,576 bytes by default (README, "Layers").
+LAYER_MESSAGE_LIMITS = {"nats": (1_048_576, "MessageTooLarge")}
+
+
+async def test_the_longest_message_reaches_every_member(application):
+    room = unique_room()
+    sender, listener = await join(application, room), await join(application, room)
+
+    await post(sender, LONGEST_MESSAGE)
+
+    for member in (sender, listener):
+        assert await receive(member) == {"message": LONGEST_MESSAGE}
+    await leave(sender, listener)
+
+
+async def test_a_message_over_a_megabyte(application, settings, layer):
+    """Past what the contract asks, where layers differ: all carry it but NATS."""
+    settings.CHAT_MAX_MESSAGE_CHARS = len(OVER_A_MEGABYTE)
+    room = unique_room()
+    sender, listener = await join(application, room), await join(application, room)
+
+    await post(sender, OVER_A_MEGABYTE)
+
+    limit = LAYER_MESSAGE_LIMITS.get(layer)
+    if limit is None:
+        for member in (sender, listener):
+            assert await receive(member) == {"message": OVER_A_MEGABYTE}
+        await leave(sender, listener)
+        return
+    size, error = limit
+    assert len(OVER_A_MEGABYTE.encode()) > size
+    # group_send raises in the sender's consumer, which ends: a live server closes that
+    # socket (1011) and logs the traceback. Nothing was broadcast, or the listener's
+    # first frame would be that message rather than its own control.
+    with pytest.raises(Exception) as raised:  # the layer's own error class, checked below
+        await asyncio.wait_for(sender.future, RECEIVE_TIMEOUT)
+    assert type(raised.value).__name__ == error, raised.value
+    await post(listener, "control")
+    assert await receive(listener) == {"message": "control"}
+    await leave(listener)
+
+
 # --- handshakes ------------------------------------------------------------------------
 
-GOOD_ROOM_NAMES = ["lobby", "room-1.2_3", "x" * 94]
+GOOD_ROOM_NAMES = {
+    "word": "lobby",
+    "punctuation": "room-1.2_3",
+    "longest": "x" * 94,
+    "double-dot": "a..b",
+    "trailing-dot": "room.",
+}
 BAD_ROOM_NAMES = {"non-ascii": "ünïcode", "too-long": "x" * 95, "space": "a%20b", "colon": "a:b"}
+# Valid group names that a layer cannot use (README, "Layers"): group_add raises the
+# layer's own error, so the handshake fails (a live server answers HTTP 500, see
+# test_layers.py) where the contract asks for a working room.
+# - channels-postgres stores "asgi:group:<group>" in a varchar(100): the group
+#   "chat_<room>" fits for rooms of up to 84 characters, not 94.
+# - channels-nats publishes to the subject "channels.grp.<group>", and NATS subjects
+#   have no empty tokens: no "..", no trailing ".".
+LAYER_REFUSES_ROOM = {
+    ("postgres", "longest"): "StringDataRightTruncation",
+    ("nats", "double-dot"): "BadSubjectError",
+    ("nats", "trailing-dot"): "BadSubjectError",
+}
 
 
-@pytest.mark.parametrize("room", GOOD_ROOM_NAMES, ids=["word", "punctuation", "longest"])
-async def test_room_names_that_are_group_names_are_accepted(application, room):
+@pytest.mark.parametrize("name", GOOD_ROOM_NAMES)
+async def test_room_names_that_are_group_names_are_accepted(application, layer, name):
+    room = GOOD_ROOM_NAMES[name]
+    refusal = LAYER_REFUSES_ROOM.get((layer, name))
+    if refusal is not None:
+        communicator = WebsocketCommunicator(
+            application, f"/ws/chat/{room}/", headers=[SAME_ORIGIN]
+        )
+        await communicator.send_input({"type": "websocket.connect"})
+        # The consumer raises before it accepts or closes. (communicator.connect() would
+        # report that only after its whole timeout.) Were the room accepted instead, the
+        # application would not finish and this would raise TimeoutError.
+        with pytest.raises(Exception) as raised:  # the layer's own error class, checked below
+            await asyncio.wait_for(communicator.future, RECEIVE_TIMEOUT)
+        assert type(raised.value).__name__ == refusal, raised.value
+        return
     communicator = await join(application, room)
     await post(communicator, "hi")
     assert await receive(communicator) == {"message": "hi"}

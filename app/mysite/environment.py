@@ -2,21 +2,117 @@
 
 Each reader raises ``ConfigurationError`` with one line that names the variable, what was
 wrong and what is allowed; ``settings.py`` turns that into a clean exit at start-up.
+
+``LAYERS`` is the one list of channel layers: the harness (services.py, the fixtures, the
+benchmark) reads it from here, never the other way round.
 """
 
+import importlib.util
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from django.utils.module_loading import import_string
 
-LAYER_BACKENDS = {
-    "inmemory": "channels.layers.InMemoryChannelLayer",
-    "redis": "channels_redis.core.RedisChannelLayer",
-    "redis-pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+
+@dataclass(frozen=True)
+class Service:
+    """A server a channel layer talks to, and the variable that says where it is."""
+
+    name: str
+    title: str
+    url_variable: str
+    default_url: str
+    schemes: tuple[str, ...]
+    url_form: str  # shown when the URL is wrong
+
+    def url(self, environ: Mapping[str, str]) -> str:
+        return environ.get(self.url_variable, "").strip() or self.default_url
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One value of CHANNEL_LAYER."""
+
+    backend: str  # dotted path of the channel layer class
+    service: Service | None  # None: the layer lives inside one process
+    package: str | None  # what to pip install for it
+    # Checked with find_spec rather than imported: importing channels_postgres needs
+    # Django's app registry, which is not ready while settings.py runs.
+    modules: tuple[str, ...] = ()
+
+
+REDIS = Service(
+    name="redis",
+    title="Redis",
+    url_variable="REDIS_URL",
+    default_url="redis://127.0.0.1:6379/0",
+    schemes=("redis", "rediss", "unix"),
+    url_form="redis://HOST:PORT/DB or rediss://HOST:PORT/DB",
+)
+POSTGRES = Service(
+    name="postgres",
+    title="PostgreSQL",
+    url_variable="POSTGRES_URL",
+    # What the official postgres image started with POSTGRES_PASSWORD=postgres answers.
+    default_url="postgresql://postgres:postgres@127.0.0.1:5432/postgres",
+    schemes=("postgresql", "postgres"),
+    url_form="postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
+)
+RABBITMQ = Service(
+    name="rabbitmq",
+    title="RabbitMQ",
+    url_variable="RABBITMQ_URL",
+    # RabbitMQ's built-in guest user may log in from loopback only; no path: the default vhost.
+    default_url="amqp://guest:guest@127.0.0.1:5672",
+    schemes=("amqp", "amqps"),
+    url_form="amqp://USER:PASSWORD@HOST:PORT or amqp://USER:PASSWORD@HOST:PORT/VHOST",
+)
+NATS = Service(
+    name="nats",
+    title="NATS",
+    url_variable="NATS_URL",
+    default_url="nats://127.0.0.1:4222",
+    schemes=("nats", "tls"),
+    url_form="nats://HOST:PORT or tls://HOST:PORT",
+)
+SERVICES = {service.name: service for service in (REDIS, POSTGRES, RABBITMQ, NATS)}
+
+LAYERS = {
+    "inmemory": Layer("channels.layers.InMemoryChannelLayer", None, None),
+    "redis": Layer(
+        "channels_redis.core.RedisChannelLayer",
+        REDIS,
+        "channels-redis",
+        ("channels_redis", "redis"),
+    ),
+    "redis-pubsub": Layer(
+        "channels_redis.pubsub.RedisPubSubChannelLayer",
+        REDIS,
+        "channels-redis",
+        ("channels_redis", "redis"),
+    ),
+    "postgres": Layer(
+        "channels_postgres.core.PostgresChannelLayer",
+        POSTGRES,
+        "channels-postgres",
+        ("channels_postgres", "psycopg", "psycopg_pool"),
+    ),
+    "rabbitmq": Layer(
+        "channels_rabbitmq.core.RabbitmqChannelLayer",
+        RABBITMQ,
+        "channels-rabbitmq",
+        ("channels_rabbitmq", "carehare"),
+    ),
+    "nats": Layer(
+        "channels_nats.NatsChannelLayer", NATS, "channels-nats", ("channels_nats", "nats")
+    ),
 }
-REDIS_LAYERS = ("redis", "redis-pubsub")
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+LAYER_BACKENDS = {name: layer.backend for name, layer in LAYERS.items()}
+REDIS_LAYERS = tuple(name for name, layer in LAYERS.items() if layer.service is REDIS)
+DEFAULT_REDIS_URL = REDIS.default_url
 # redis-py 8 changed two defaults of the connection pool that channels-redis builds from
 # a host URL: at most 100 connections (past about 100 sockets per server, handshakes fail
 # with MaxConnectionsError) and a 5 s read timeout (as long as channels-redis's 5 s
@@ -25,6 +121,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # what one server process uses but well below Redis's own 10,000 clients. A connect
 # timeout keeps an unreachable Redis from hanging a handshake forever.
 REDIS_POOL_OPTIONS = {"max_connections": 1000, "socket_timeout": None, "socket_connect_timeout": 5}
+# channels-postgres reaches its tables through the Django ORM under this database alias
+# (its DatabaseLayer's default ``using``), and through psycopg with the layer's CONFIG.
+CHANNELS_POSTGRES_ALIAS = "channels_postgres"
 CONSUMERS = ("async", "sync")
 DEFAULT_MAX_MESSAGE_CHARS = 65536
 
@@ -34,39 +133,119 @@ class ConfigurationError(Exception):
 
 
 def channel_layers(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Build ``CHANNEL_LAYERS`` from CHANNEL_LAYER, CHANNEL_LAYER_CONFIG and REDIS_URL."""
-    layer = environ.get("CHANNEL_LAYER", "inmemory").strip() or "inmemory"
-    if layer in LAYER_BACKENDS:
-        backend = LAYER_BACKENDS[layer]
-    elif "." in layer:
-        backend = layer
+    """Build ``CHANNEL_LAYERS`` from CHANNEL_LAYER, CHANNEL_LAYER_CONFIG and the URL
+    variable of the layer's server (REDIS_URL, POSTGRES_URL, RABBITMQ_URL or NATS_URL)."""
+    name = environ.get("CHANNEL_LAYER", "inmemory").strip() or "inmemory"
+    layer = LAYERS.get(name)
+    if layer is not None:
+        _require_modules(name, layer)
+        backend = layer.backend
+    elif "." in name:
+        backend = name
+        try:
+            import_string(backend)
+        except ImportError as error:
+            raise ConfigurationError(
+                f"CHANNEL_LAYER={name!r}: cannot import {backend}: {error}"
+            ) from None
     else:
         raise ConfigurationError(
-            f"CHANNEL_LAYER={layer!r} is not a known layer: use one of "
-            f"{', '.join(LAYER_BACKENDS)} or a dotted path to a channel layer class"
+            f"CHANNEL_LAYER={name!r} is not a known layer: use one of "
+            f"{', '.join(LAYERS)} or a dotted path to a channel layer class"
         )
-    try:
-        import_string(backend)
-    except ImportError as error:
-        hint = " (pip install channels-redis)" if layer in REDIS_LAYERS else ""
-        raise ConfigurationError(
-            f"CHANNEL_LAYER={layer!r}: cannot import {backend}: {error}{hint}"
-        ) from None
 
     config: dict[str, Any] = {}
-    if layer in REDIS_LAYERS:
-        redis_url = environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigurationError(
-                f"REDIS_URL={redis_url!r} is not a Redis URL: use redis://HOST:PORT/DB "
-                "or rediss://HOST:PORT/DB"
-            )
-        config["hosts"] = [{"address": redis_url, **REDIS_POOL_OPTIONS}]
+    if layer is not None and layer.service is not None:
+        config = _service_config(layer.service, environ)
     config.update(_layer_config_overrides(environ.get("CHANNEL_LAYER_CONFIG", "")))
     layer_settings: dict[str, Any] = {"BACKEND": backend}
     if config:
         layer_settings["CONFIG"] = config
     return {"default": layer_settings}
+
+
+def _require_modules(name: str, layer: Layer) -> None:
+    for module in layer.modules:
+        if importlib.util.find_spec(module) is None:
+            raise ConfigurationError(
+                f"CHANNEL_LAYER={name!r}: cannot import {module} (pip install {layer.package})"
+            )
+
+
+def _service_config(service: Service, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The layer CONFIG that points the layer at its server."""
+    url = service.url(environ)
+    parts = _parse_url(service, url)
+    if service is REDIS:
+        return {"hosts": [{"address": url, **REDIS_POOL_OPTIONS}]}
+    if service is POSTGRES:
+        # channels-postgres takes a Django DATABASES entry as its CONFIG.
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")),
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname,
+            "PORT": str(parts.port or 5432),
+            # The layer builds a Django DatabaseWrapper from this dict, which reads
+            # TIME_ZONE when USE_TZ is on. Without it the constructor raises KeyError,
+            # which Channels' get_channel_layer() turns into None: consumers then fail
+            # with "'NoneType' object has no attribute 'group_add'".
+            "TIME_ZONE": None,
+        }
+    if service is RABBITMQ:
+        return {"host": url}
+    return {"servers": [url]}
+
+
+def _parse_url(service: Service, url: str) -> SplitResult:
+    """Split ``url``, or raise ConfigurationError naming the service's variable."""
+
+    def wrong(reason: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"{service.url_variable}={_redacted(url)!r} {reason}: use {service.url_form}"
+        )
+
+    parts = urlsplit(url)
+    if parts.scheme not in service.schemes:
+        raise wrong(f"is not a {service.title} URL")
+    if parts.scheme == "unix":
+        return parts
+    try:
+        parts.port  # noqa: B018 (a property that raises ValueError for a bad port)
+    except ValueError:
+        raise wrong("has a port that is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise wrong("names no host")
+    if service is POSTGRES and not parts.path.strip("/"):
+        raise wrong("names no database")
+    if service is RABBITMQ and "/" in parts.path[1:]:
+        raise wrong("has a '/' in its vhost (write it as %2F)")
+    return parts
+
+
+def _redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``: error lines end up in logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def channels_postgres_database(layers: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The DATABASES entry channels-postgres needs under ``CHANNELS_POSTGRES_ALIAS``, or
+    None when the default layer is not channels-postgres.
+
+    It is the layer's own CONFIG without the layer's options (those are lower case, and
+    PSYCOPG_OPTIONS), so the ORM and psycopg always reach the same database."""
+    default = layers.get("default", {})
+    if not default.get("BACKEND", "").startswith("channels_postgres."):
+        return None
+    config = default.get("CONFIG", {})
+    return {
+        key: value for key, value in config.items() if key.isupper() and key != "PSYCOPG_OPTIONS"
+    }
 
 
 def _layer_config_overrides(raw: str) -> dict[str, Any]:

@@ -144,3 +144,13 @@ try:
     CHAT_MAX_MESSAGE_CHARS = environment.max_message_chars(os.environ)
 except environment.ConfigurationError as error:
     sys.exit(f"mysite.settings: {error}")
+
+# channels-postgres (CHANNEL_LAYER=postgres) is a Django app: its tables come from its
+# migrations (`python manage.py migrate channels_postgres --database channels_postgres`),
+# and it reaches them under a database alias of its own. The router keeps its tables in
+# PostgreSQL and the tutorial's in SQLite. Other layers leave these settings as they are.
+channels_postgres_database = environment.channels_postgres_database(CHANNEL_LAYERS)
+if channels_postgres_database is not None:
+    INSTALLED_APPS.append("channels_postgres")
+    DATABASES[environment.CHANNELS_POSTGRES_ALIAS] = channels_postgres_database
+    DATABASE_ROUTERS = ["mysite.db_routers.ChannelsPostgresRouter"]

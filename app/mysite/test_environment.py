@@ -11,8 +11,9 @@ import urllib.request
 import pytest
 import websockets
 
+from live import layer_param
 from mysite import environment
-from services import APP_DIR, DaphneServer, ServiceError
+from services import APP_DIR, UVICORN_WEBSOCKETS, ChatServer, DaphneServer, ServiceError
 
 
 def test_defaults_are_inmemory_async_and_65536_characters():
@@ -66,6 +67,67 @@ def test_redis_pool_keeps_pre_redis_py_8_behaviour():
     assert host["max_connections"] >= 1000
 
 
+def test_postgres_layer_reads_postgres_url_as_a_django_database():
+    layers = environment.channel_layers(
+        {
+            "CHANNEL_LAYER": "postgres",
+            "POSTGRES_URL": "postgresql://chat:s%40cret@db.example:6543/chat_db",
+            "CHANNEL_LAYER_CONFIG": '{"expiry": 30}',
+        }
+    )
+    database = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "chat_db",
+        "USER": "chat",
+        "PASSWORD": "s@cret",
+        "HOST": "db.example",
+        "PORT": "6543",
+        "TIME_ZONE": None,
+    }
+    assert layers["default"] == {
+        "BACKEND": "channels_postgres.core.PostgresChannelLayer",
+        "CONFIG": {**database, "expiry": 30},
+    }
+    # settings.py gives the same database to the ORM under channels-postgres's alias.
+    assert environment.channels_postgres_database(layers) == database
+
+
+def test_rabbitmq_and_nats_layers_read_their_url_variables():
+    rabbitmq = environment.channel_layers(
+        {"CHANNEL_LAYER": "rabbitmq", "RABBITMQ_URL": "amqp://u:p@mq.example:5673/chat"}
+    )
+    assert rabbitmq["default"] == {
+        "BACKEND": "channels_rabbitmq.core.RabbitmqChannelLayer",
+        "CONFIG": {"host": "amqp://u:p@mq.example:5673/chat"},
+    }
+    nats = environment.channel_layers(
+        {"CHANNEL_LAYER": "nats", "NATS_URL": "nats://bus.example:4223"}
+    )
+    assert nats["default"] == {
+        "BACKEND": "channels_nats.NatsChannelLayer",
+        "CONFIG": {"servers": ["nats://bus.example:4223"]},
+    }
+
+
+@pytest.mark.parametrize(
+    "layer, config",
+    [
+        ("postgres", {"HOST": "127.0.0.1", "PORT": "5432", "NAME": "postgres"}),
+        ("rabbitmq", {"host": "amqp://guest:guest@127.0.0.1:5672"}),
+        ("nats", {"servers": ["nats://127.0.0.1:4222"]}),
+    ],
+)
+def test_url_variables_default_to_the_servers_default_port_on_loopback(layer, config):
+    (default,) = environment.channel_layers({"CHANNEL_LAYER": layer}).values()
+    assert config.items() <= default["CONFIG"].items()
+
+
+def test_only_the_postgres_layer_adds_a_database():
+    for layer in environment.LAYERS:
+        layers = environment.channel_layers({"CHANNEL_LAYER": layer})
+        assert (environment.channels_postgres_database(layers) is not None) == (layer == "postgres")
+
+
 def test_a_dotted_path_selects_any_layer_class_with_its_config():
     layers = environment.channel_layers(
         {
@@ -92,6 +154,36 @@ BAD_ENVIRONMENTS = {
         {"CHANNEL_LAYER": "redis", "REDIS_URL": "http://127.0.0.1:6379"},
         "REDIS_URL",
         "redis://",
+    ),
+    "postgres-url-not-postgres": (
+        {"CHANNEL_LAYER": "postgres", "POSTGRES_URL": "mysql://u:p@127.0.0.1/chat"},
+        "POSTGRES_URL='mysql://u:***@127.0.0.1/chat'",  # the password is not shown
+        "postgresql://",
+    ),
+    "postgres-url-without-database": (
+        {"CHANNEL_LAYER": "postgres", "POSTGRES_URL": "postgresql://u@127.0.0.1:5432"},
+        "POSTGRES_URL",
+        "names no database",
+    ),
+    "rabbitmq-url-not-amqp": (
+        {"CHANNEL_LAYER": "rabbitmq", "RABBITMQ_URL": "rabbitmq://127.0.0.1"},
+        "RABBITMQ_URL",
+        "amqp://",
+    ),
+    "rabbitmq-url-bad-port": (
+        {"CHANNEL_LAYER": "rabbitmq", "RABBITMQ_URL": "amqp://127.0.0.1:amqp"},
+        "RABBITMQ_URL",
+        "port",
+    ),
+    "nats-url-not-nats": (
+        {"CHANNEL_LAYER": "nats", "NATS_URL": "127.0.0.1:4222"},
+        "NATS_URL",
+        "nats://",
+    ),
+    "nats-url-without-host": (
+        {"CHANNEL_LAYER": "nats", "NATS_URL": "nats://:4222"},
+        "NATS_URL",
+        "no host",
     ),
     "unknown-consumer": ({"CHAT_CONSUMER": "threaded"}, "CHAT_CONSUMER='threaded'", "async, sync"),
     "limit-not-a-number": ({"CHAT_MAX_MESSAGE_CHARS": "lots"}, "CHAT_MAX_MESSAGE_CHARS", "whole"),
@@ -127,7 +219,7 @@ def test_bad_value_stops_daphne_with_one_line(tmp_path):
     assert log.strip().splitlines() == [str(raised.value).split(": ", 1)[1].rsplit(" (log:", 1)[0]]
 
 
-async def say_hello(server: DaphneServer) -> dict:
+async def say_hello(server: ChatServer) -> dict:
     async with websockets.connect(
         f"{server.ws_url}/ws/chat/lobby/", origin=server.url, open_timeout=10
     ) as socket:
@@ -141,6 +233,32 @@ def test_daphne_and_runserver_both_serve_the_chat(tmp_path, via):
         with urllib.request.urlopen(f"{server.url}/chat/lobby/", timeout=10) as page:
             assert 'id="chat-log"' in page.read().decode()
         assert asyncio.run(say_hello(server)) == {"message": "hello"}
+
+
+@pytest.mark.parametrize("layer", [layer_param(name) for name in ("inmemory", "postgres", "nats")])
+def test_uvicorn_serves_the_chat(live_chat, layer):
+    """Uvicorn beside Daphne, with the WebSocket implementation chosen in services.py."""
+    (server,) = live_chat(layer, asgi="uvicorn")
+    assert server.asgi == "uvicorn" and server.websocket == UVICORN_WEBSOCKETS
+    assert f"WebSocket: {UVICORN_WEBSOCKETS}" in server.description
+
+    with urllib.request.urlopen(f"{server.url}/chat/lobby/", timeout=10) as page:
+        assert 'id="chat-log"' in page.read().decode()
+
+    async def round_trip() -> list[dict]:
+        room_url = f"{server.ws_url}/ws/chat/uvicorn_{layer}/"
+        async with (
+            websockets.connect(room_url, origin=server.url, open_timeout=10) as sender,
+            websockets.connect(room_url, origin=server.url, open_timeout=10) as listener,
+        ):
+            await sender.send(json.dumps({"message": "served by uvicorn"}))
+            return [
+                json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+                for socket in (sender, listener)
+            ]
+
+    assert asyncio.run(round_trip()) == [{"message": "served by uvicorn"}] * 2
+    assert "Uvicorn running on" in server.log_text()
 
 
 @pytest.mark.parametrize("room", ["ünïcode", "x" * 95])
@@ -169,7 +287,7 @@ def test_sockets_idle_past_redis_read_timeout_stay_open(live_chat):
     once (the idle time is the thing tested, not a wait), then talk."""
     idle_seconds = 6.5
 
-    async def idle_then_talk(server: DaphneServer) -> list[dict]:
+    async def idle_then_talk(server: ChatServer) -> list[dict]:
         room_url = f"{server.ws_url}/ws/chat/idle_{server.port}/"
         async with (
             websockets.connect(room_url, origin=server.url, open_timeout=10) as sender,

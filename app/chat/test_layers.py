@@ -1,0 +1,288 @@
+"""Where a layer does something other than the contract asks: each test asserts what the
+layer really does, with the numbers the README's "Layers" section quotes. If a new release
+fixes one, its test fails, and the README must change with it.
+
+The consumer tests (test_consumers.py) hold the rest: room names a layer refuses
+(LAYER_REFUSES_ROOM) and the message size NATS refuses (LAYER_MESSAGE_LIMITS). These tests
+go below the chat, to the layer's own API, where a race has to be placed exactly to be
+shown every time; the servers are real.
+"""
+
+import asyncio
+import json
+import time
+import uuid
+
+import pytest
+import websockets
+
+from live import channels_postgres_in_process
+from mysite import environment
+
+WAIT_SECONDS = 10  # generous for a loaded CI machine; a passing wait returns at once
+
+
+def unique_group(label: str) -> str:
+    return f"chat_{label}_{uuid.uuid4().hex[:12]}"
+
+
+async def wait_for(condition, describe, timeout: float = WAIT_SECONDS) -> None:
+    """Poll an async or plain condition until true; at the deadline, fail saying what was seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.02)  # polling a server-side state; the deadline bounds it
+    raise AssertionError(f"after waiting {timeout} s: {describe()}")
+
+
+def collect(layer, channel: str, into: list[str]) -> asyncio.Task:
+    """Receive on ``channel`` forever, appending each message's text to ``into``."""
+
+    async def receive_forever() -> None:
+        while True:
+            into.append((await layer.receive(channel))["message"])
+
+    return asyncio.create_task(receive_forever())
+
+
+def message(text: str) -> dict:
+    return {"type": "chat.message", "message": text}
+
+
+# --- PostgreSQL (channels-postgres) ------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_layers(backend_for, settings, django_db_blocker):
+    """``make()`` -> a new PostgresChannelLayer on the session's PostgreSQL, as another
+    server process would have: its own LISTEN session and queues. Each connects under an
+    application_name of its own, so that its LISTEN sessions can be told from others'."""
+    env = {"CHANNEL_LAYER": "postgres", **backend_for("postgres").env}
+    channel_layers = environment.channel_layers(env)
+    with channels_postgres_in_process(settings, django_db_blocker, channel_layers):
+        from channels_postgres.core import PostgresChannelLayer
+
+        config = channel_layers["default"]["CONFIG"]
+
+        def make() -> PostgresChannelLayer:
+            name = f"chat-test-{uuid.uuid4().hex[:12]}"
+            return PostgresChannelLayer(**config, OPTIONS={"application_name": name})
+
+        yield make
+
+
+async def listen_sessions(layer, *, of) -> int:
+    """How many sessions of layer ``of`` are LISTENing for channels-postgres's
+    notifications (asked through ``layer``'s pool)."""
+    pool = await layer.django_db.get_db_pool(layer.db_params)
+    async with pool.connection() as connection:
+        cursor = await connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND query = 'LISTEN channels_postgres_messages;'",
+            (of.db_params["application_name"],),
+        )
+        (count,) = await cursor.fetchone()
+        return count
+
+
+async def listens(layer, *, of, count: int) -> bool:
+    return await listen_sessions(layer, of=of) == count
+
+
+@pytest.mark.postgres
+async def test_postgres_receivers_that_start_together_get_every_message_twice(
+    postgres_layers,
+):
+    """Each receive() that finds no listener running yet starts one (an asyncio.Event
+    guards it, set only once the listener has connected), so consumers that start
+    receiving together, as the first sockets after a server starts do, start one
+    LISTEN session each, and every message of that process arrives once per session."""
+    layer, sender = postgres_layers(), postgres_layers()
+    group = unique_group("twice")
+    first, second = await layer.new_channel(), await layer.new_channel()
+    for channel in (first, second):
+        await layer.group_add(group, channel)
+    got: dict[str, list[str]] = {first: [], second: []}
+
+    tasks = [collect(layer, channel, got[channel]) for channel in (first, second)]
+    # Both listeners, not just the first, are LISTENing before anything is sent.
+    await wait_for(lambda: listens(sender, of=layer, count=2), lambda: "expected 2 LISTEN sessions")
+    for text in ("one", "two", "last"):
+        await sender.group_send(group, message(text))
+
+    expected = ["one", "one", "two", "two", "last", "last"]
+    for channel in (first, second):
+        await wait_for(lambda c=channel: len(got[c]) >= len(expected), lambda: f"got {got}")
+        assert got[channel] == expected
+
+    # Positive control: in a process whose first receiver starts alone, its one listener
+    # delivers each message once.
+    alone, sender_2 = postgres_layers(), postgres_layers()
+    control_group = unique_group("once")
+    early, late = await alone.new_channel(), await alone.new_channel()
+    for channel in (early, late):
+        await alone.group_add(control_group, channel)
+    control: dict[str, list[str]] = {early: [], late: []}
+    tasks.append(collect(alone, early, control[early]))
+    await wait_for(lambda: listens(sender_2, of=alone, count=1), lambda: "no LISTEN session")
+    tasks.append(collect(alone, late, control[late]))
+    for text in ("one", "two", "last"):
+        await sender_2.group_send(control_group, message(text))
+    for channel in (early, late):
+        await wait_for(lambda c=channel: "last" in control[c], lambda: f"got {control}")
+        assert control[channel] == ["one", "two", "last"]
+    for task in tasks:
+        task.cancel()
+
+
+@pytest.mark.postgres
+async def test_postgres_message_sent_while_a_process_starts_listening_is_lost(
+    postgres_layers, monkeypatch
+):
+    """A process's listener first takes the messages already queued in the table, then
+    connects and LISTENs. A message inserted between the two is in neither: its NOTIFY
+    went to nobody, and it stays in the table until it expires. A live server shows this
+    as its first socket missing a message sent right after the handshake (the harness
+    waits for a round trip before using a server, see live.wait_for_layer_round_trip).
+
+    The gap lasts one connection set-up (a few milliseconds here). To land in it every
+    time, the message is sent from inside the first step, once it has returned."""
+    from channels_postgres.db import DatabaseLayer
+
+    layer, sender = postgres_layers(), postgres_layers()
+    group = unique_group("gap")
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    take_queued = DatabaseLayer.retrieve_non_expired_queued_messages
+    sent_in_the_gap = asyncio.Event()
+
+    async def take_queued_then_send(database_layer):
+        rows = await take_queued(database_layer)
+        if not sent_in_the_gap.is_set():
+            await sender.group_send(group, message("sent in the gap"))
+            sent_in_the_gap.set()
+        return rows
+
+    monkeypatch.setattr(
+        DatabaseLayer, "retrieve_non_expired_queued_messages", take_queued_then_send
+    )
+    got: list[str] = []
+    task = collect(layer, channel, got)
+    await wait_for(lambda: listens(sender, of=layer, count=1), lambda: "no LISTEN session")
+    assert sent_in_the_gap.is_set()
+
+    await sender.group_send(group, message("sent once listening"))
+    await wait_for(lambda: got, lambda: "nothing arrived")
+    # Had the first message been delivered, it would have come first.
+    assert got == ["sent once listening"]
+    pool = await sender.django_db.get_db_pool(sender.db_params)
+    async with pool.connection() as connection:
+        cursor = await connection.execute(
+            "SELECT count(*) FROM channels_postgres_message "
+            "WHERE channel = %s AND position(%s IN message) > 0",
+            (channel, b"sent in the gap"),
+        )
+        assert await cursor.fetchone() == (1,), "the lost message is still in the table"
+    task.cancel()
+
+
+async def handshake_status(server, room: str) -> int:
+    """The HTTP status of a WebSocket handshake to ``room`` (101: accepted)."""
+    try:
+        async with websockets.connect(
+            f"{server.ws_url}/ws/chat/{room}/", origin=server.url, open_timeout=10
+        ) as socket:
+            await socket.send(json.dumps({"message": "hi"}))
+            assert json.loads(await asyncio.wait_for(socket.recv(), 10)) == {"message": "hi"}
+            return 101
+    except websockets.InvalidStatus as refused:
+        return refused.response.status_code
+
+
+# What a live server answers for room names Channels allows and these layers cannot use
+# (see LAYER_REFUSES_ROOM in test_consumers.py): the layer raises in group_add, before the
+# consumer accepts or closes, and the server answers 500 with a traceback in its log,
+# where the contract asks for a working room (and never a 500).
+REFUSED_ROOMS = {
+    # "asgi:group:" + "chat_" + room must fit channels-postgres's varchar(100)
+    "postgres": {"x" * 84: 101, "x" * 85: 500, "x" * 94: 500},
+    # NATS subjects have no empty tokens
+    "nats": {"a.b": 101, "a..b": 500, "room.": 500},
+}
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [pytest.param(name, marks=getattr(pytest.mark, name)) for name in REFUSED_ROOMS],
+)
+def test_live_server_answers_500_for_rooms_the_layer_cannot_use(live_chat, layer):
+    (server,) = live_chat(layer)
+
+    async def statuses() -> dict[str, int]:
+        return {room: await handshake_status(server, room) for room in REFUSED_ROOMS[layer]}
+
+    assert asyncio.run(statuses()) == REFUSED_ROOMS[layer]
+
+
+# --- RabbitMQ (channels-rabbitmq) --------------------------------------------------------
+
+
+@pytest.mark.rabbitmq
+async def test_rabbitmq_capacity_is_per_process_so_one_stalled_channel_holds_up_the_rest(
+    backend_for,
+):
+    """channels-rabbitmq gives each process one queue. It takes at most local_capacity
+    (100) messages from it that are not yet delivered to every local member, and
+    RabbitMQ holds at most remote_capacity (100) more; past those group_send drops
+    the message (a WARNING, no error). So in one process a channel that stops reading
+    holds up every other channel there after 100 messages, whatever their group, and
+    after 200 new messages are lost. (channels-redis counts capacity per channel.)"""
+    from channels_rabbitmq.core import RabbitmqChannelLayer
+
+    url = backend_for("rabbitmq").env["RABBITMQ_URL"]
+    process, other_process = RabbitmqChannelLayer(host=url), RabbitmqChannelLayer(host=url)
+    busy_room, quiet_room = unique_group("busy"), unique_group("quiet")
+    stalled, reader = await process.new_channel(), await process.new_channel()
+    bystander, elsewhere = await process.new_channel(), await other_process.new_channel()
+    for channel in (stalled, reader):
+        await process.group_add(busy_room, channel)
+    await process.group_add(quiet_room, bystander)
+    await other_process.group_add(quiet_room, elsewhere)
+    got: dict[str, list[str]] = {reader: [], bystander: [], elsewhere: []}
+    tasks = [collect(layer, channel, got[channel]) for layer, channel in (
+        (process, reader), (process, bystander), (other_process, elsewhere))]  # fmt: skip
+
+    sent = [f"busy {number}" for number in range(250)]
+    for text in sent[:150]:
+        await other_process.group_send(busy_room, message(text))
+    await wait_for(lambda: len(got[reader]) >= 100, lambda: f"reader got {len(got[reader])}")
+    await other_process.group_send(quiet_room, message("quiet"))
+    # The other process got it; this one, holding 100 messages the stalled channel has
+    # not taken, did not: "quiet" waits in RabbitMQ behind 50 busy ones.
+    await wait_for(lambda: got[elsewhere], lambda: "the other process got nothing")
+    assert got[reader] == sent[:100]
+    assert got[bystander] == []
+
+    # RabbitMQ now queues 51 for this process; of 100 more it keeps 49 and drops 51.
+    for text in sent[150:]:
+        await other_process.group_send(busy_room, message(text))
+    # The stalled channel reads at last, and everything held comes through: 199 busy
+    # messages (the 100 taken and 99 of the 100 queued; "quiet" took the last place).
+    stalled_got: list[str] = []
+    tasks.append(collect(process, stalled, stalled_got))
+    await wait_for(lambda: len(stalled_got) >= 199, lambda: f"stalled got {len(stalled_got)}")
+    await wait_for(lambda: got[bystander], lambda: "the bystander never got its message")
+    # Sent once the queue has room again; when it arrives, nothing older is on its way.
+    await process.group_send(busy_room, message("after"))
+    for received in (got[reader], stalled_got):
+        await wait_for(lambda r=received: "after" in r, lambda r=received: f"got {r[-3:]}")
+        assert received == [*sent[:199], "after"]
+    assert got[bystander] == ["quiet"]
+    for task in tasks:
+        task.cancel()
+    await process.close()
+    await other_process.close()
