@@ -166,8 +166,11 @@ def kill_process_group(process: subprocess.Popen) -> None:
 class ProcessStats:
     """CPU time and resident memory of a running process (psutil, so any OS)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, with_children: bool = False) -> None:
         self.pid = pid
+        # PostgreSQL forks a process per connection, RabbitMQ runs under a shell script:
+        # their server is the whole tree. (A child's CPU leaves the sum when it exits.)
+        self.with_children = with_children
         try:
             # Created once: psutil then notices if the pid is reused by another process.
             self._process: psutil.Process | None = psutil.Process(pid)
@@ -181,15 +184,29 @@ class ProcessStats:
             return None
         try:
             times = self._process.cpu_times()
+            total = times.user + times.system
+            for child in self._children():
+                with contextlib.suppress(psutil.Error):
+                    child_times = child.cpu_times()
+                    total += child_times.user + child_times.system
         except psutil.Error:
             return None
-        return times.user + times.system
+        return total
+
+    def _children(self) -> list[psutil.Process]:
+        if not self.with_children or self._process is None:
+            return []
+        return self._process.children(recursive=True)
 
     def rss_mb(self) -> float | None:
         """Resident memory in MiB; None when unknown (process gone, access denied)."""
         if self._process is None:
             return None
         try:
-            return self._process.memory_info().rss / 2**20
+            total = self._process.memory_info().rss
+            for child in self._children():
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
         except psutil.Error:
             return None
+        return total / 2**20

@@ -415,36 +415,3 @@ def _serve(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(_serve())
-
-
-# TEMPORARY: the shape the backends branch gives services.py, so load/ can use it now.
-ASGI_SERVERS = ("daphne",)
-
-class Backend:
-    def __init__(self, env: dict[str, str], server: object | None) -> None:
-        self.env = env
-        self.server = server
-
-
-@contextlib.contextmanager
-def layer_backend(layer: str) -> Iterator[Backend]:
-    with redis_for(layer) as url:
-        yield Backend({"REDIS_URL": url} if url else {}, None)
-
-
-class ChatServer(DaphneServer):
-    @classmethod
-    def start(  # type: ignore[override]
-        cls,
-        *,
-        layer: str = "inmemory",
-        consumer: str = "async",
-        asgi: str = "daphne",
-        env: Mapping[str, str] | None = None,
-        log_dir: Path | None = None,
-    ) -> DaphneServer:
-        env = dict(env or {})
-        redis_url = env.pop("REDIS_URL", None)
-        return DaphneServer.start(
-            layer=layer, consumer=consumer, redis_url=redis_url, env=env, log_dir=log_dir
-        )

@@ -8,7 +8,7 @@ import datetime
 import importlib.metadata
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class Stack:
     consumer: str | None = None
     asgi: str | None = None
     layer_config: str | None = None
+    software: str | None = field(default=None, compare=False)  # e.g. "daphne 4.2.3 (...)"
 
     @property
     def label(self) -> str:
@@ -59,6 +60,7 @@ class ServerUsage:
     """What the servers used during the measured window (None: not known)."""
 
     cpu_s: float | None = None
+    backend_cpu_s: float | None = None  # the layer's own server (Redis, ...), if started here
     rss_peak_mb: float | None = None
     rss_before_mb: float | None = None
     per_second: dict[int, dict[str, float | None]] | None = None
@@ -119,6 +121,13 @@ def run_record(plan: Plan, tally: Tally, stack: Stack, usage: ServerUsage) -> di
                 else None
             ),
             "server_rss_before_mb": usage.rss_before_mb,
+            "backend_cpu_s": usage.backend_cpu_s,
+            "backend_cpu_us_per_delivery": (
+                round(usage.backend_cpu_s * 1e6 / delivered, 1)
+                if usage.backend_cpu_s is not None and delivered
+                else None
+            ),
+            "server_software": stack.software,
             "targets": list(plan.targets),
             "run_id": plan.run_id,
             "layer_config": stack.layer_config,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from load.record import Stack
-from services import ChatServer, ProcessStats, ServiceError, layer_backend
+from services import Backend, ChatServer, ProcessStats, ServiceError, layer_backend
 
 # "Idle": under this share of a core, for this long; checked this often, this long at most.
 IDLE_CPU_SHARE = 0.05
@@ -31,7 +31,7 @@ class LiveStack:
         self.log_dir = log_dir
         self.servers: list[ChatServer] = []
         self._exit = contextlib.ExitStack()
-        self.backend = None
+        self.backend: Backend | None = None
 
     def __enter__(self) -> LiveStack:
         try:
@@ -69,7 +69,8 @@ class LiveStack:
                         layer=self.stack.layer,
                         consumer=self.stack.consumer,
                         asgi=self.stack.asgi,
-                        env={**self.backend.env, **self.layer_env()},
+                        backend=self.backend,
+                        env=self.layer_env(),
                         log_dir=self.log_dir,
                     )
                 )
@@ -113,3 +114,15 @@ class LiveStack:
 
     def processes(self) -> list[ProcessStats]:
         return [server.stats() for server in self.servers]
+
+    def backend_processes(self) -> list[ProcessStats]:
+        """The layer's own server (redis-server, postgres, ...) when this stack started
+        it; nothing for InMemory or a server given by URL."""
+        server = self.backend.server if self.backend is not None else None
+        if server is None or not server.running:
+            return []
+        return [ProcessStats(server.pid, with_children=True)]
+
+    @property
+    def description(self) -> str | None:
+        return self.servers[0].description if self.servers else None
