@@ -227,15 +227,19 @@ def add_efficiency(
 ) -> dict[str, Any] | None:
     """Server CPU per delivery of every stack at one load: the highest ramp step that
     every search passed (every search starts at the same value and climbs by the same
-    factor, so their ramp steps coincide). Returns that common load, or None."""
+    factor, so their ramp steps coincide), leaving out searches that passed none. Returns
+    that common load, or None."""
     passed_by_search: dict[str, set[float]] = {}
     for record in records:
         values = passed_by_search.setdefault(record["search"], set())
         if record["passed"] and record["phase"] in ("ramp", "confirm"):
             values.add(_value_of(record, settings))
-    if not passed_by_search:
+    # A stack that held no ramp step at all (channels-postgres, for one) has no figure at a
+    # common load; leaving it out keeps the comparison for the others.
+    held_some = [values for values in passed_by_search.values() if values]
+    if not held_some:
         return None
-    common = set.intersection(*passed_by_search.values())
+    common = set.intersection(*held_some)
     if not common:
         return None
     value = max(common)

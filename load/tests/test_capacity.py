@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from load.capacity import regressions
-from load.search import ALL_PASSED, LIMITS
+from load.capacity import SearchSettings, add_efficiency, regressions
+from load.search import ALL_PASSED, LIMITS, Objective
 from load.tests.helpers import run_load
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
@@ -80,3 +80,25 @@ def test_the_gate_compares_each_stack_with_its_own_baseline() -> None:
     ]
     assert "redis: capacity 2,500 deliveries/s against the baseline's 3,000 (-17%)" in notes
     assert "redis-pubsub: no baseline capacity to compare with" in notes
+
+
+def test_efficiency_is_compared_at_the_highest_load_every_stack_held() -> None:
+    """Server µs per delivery comes from one common ramp step; a stack that held no step at
+    all gets none, and does not take the comparison away from the others."""
+
+    def step(search: str, rate: float, passed: bool, cost: float) -> dict:
+        return {"search": search, "phase": "ramp", "passed": passed, "rate_per_user": rate,
+                "users": 100, "rooms": 10, "offered_deliveries_per_s": rate * 1000,
+                "server_cpu_us_per_delivery": cost}  # fmt: skip
+
+    records = [
+        step("inmemory-1", 1, True, 210), step("inmemory-1", 2, True, 200),
+        step("inmemory-1", 4, False, 190),
+        step("redis-1", 1, True, 300), step("redis-1", 2, False, 280),
+        step("postgres-1", 1, False, 900),
+    ]  # fmt: skip
+    entries = [{"search": name} for name in ("inmemory-1", "redis-1", "postgres-1")]
+    common = add_efficiency(entries, records, SearchSettings(Objective()))
+    assert common == {"vary": "rate", "users": 100, "rooms": 10, "rate_per_user": 1,
+                      "offered_deliveries_per_s": 1000}  # fmt: skip
+    assert [e["server_cpu_us_per_delivery"] for e in entries] == [210, 300, None]
