@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from live import Backends, LiveChat, LiveServers, layer_param, missing_dependency
-from services import LAYERS, Backend, MissingExecutable
+from services import LAYERS, Backend, MissingExecutable, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -84,20 +84,37 @@ def _live_servers(backend_for, tmp_path_factory) -> Iterator[LiveServers]:
 
 @pytest.fixture
 def live_chat(request: pytest.FixtureRequest, _live_servers: LiveServers) -> Iterator[LiveChat]:
-    """``live_chat(layer, consumer="async", count=1, asgi="daphne")`` -> running servers.
+    """``live_chat(layer, consumer="async", count=1, asgi="daphne")`` -> running servers;
+    ``live_chat.own(layer, backend=...)`` -> a server of this test alone.
 
     Servers are shared across the session (start-up costs about a second each); when
     the test fails, the server log lines written during it are printed with the failure.
     """
     chat = LiveChat(_live_servers)
-    yield chat
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for server, text in chat.logs_during_test():
-            print(
-                f"\n--- {server.asgi} {server.netloc} {server.env} log during the test "
-                f"({server.log_path}) ---\n{text}"
-            )
+    try:
+        yield chat
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            for server, text in chat.logs_during_test():
+                print(
+                    f"\n--- {server.asgi} {server.netloc} {server.env} log during the test "
+                    f"({server.log_path}) ---\n{text}"
+                )
+    finally:
+        chat.stop_own()
+
+
+@pytest.fixture
+def restartable_redis() -> Iterator[RedisServer]:
+    """A redis-server for this test alone, to stop (``shutdown``) and start again on its
+    port (``start_again``). Never the session's Redis or $REDIS_URL: the session's chat
+    servers share those, and a restart leaves stale connections in their pools."""
+    try:
+        server = RedisServer.start()
+    except MissingExecutable as error:
+        missing_dependency(str(error))
+    with server:
+        yield server
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -155,20 +155,27 @@ class LiveServers:
         if len(servers) < count:
             backend = self._backend_for(layer)
             while len(servers) < count:  # those started before a failure stop at the end
-                server = ChatServer.start(
-                    layer=layer,
-                    consumer=consumer,
-                    asgi=asgi,
-                    backend=backend,
-                    log_dir=self._tmp_dir / f"{layer}-{consumer}-{asgi}",
-                )
-                try:
-                    wait_for_layer_round_trip(server)
-                except BaseException:
-                    server.stop()
-                    raise
-                servers.append(server)
+                servers.append(self.start(layer, consumer, asgi, backend=backend))
         return servers[:count]
+
+    def start(
+        self, layer: str, consumer: str, asgi: str, *, backend: Backend, log_name: str = ""
+    ) -> ChatServer:
+        """One more server on ``backend``, not kept: handed out once a message has made
+        the round trip through its layer."""
+        server = ChatServer.start(
+            layer=layer,
+            consumer=consumer,
+            asgi=asgi,
+            backend=backend,
+            log_dir=self._tmp_dir / f"{layer}-{consumer}-{asgi}{log_name}",
+        )
+        try:
+            wait_for_layer_round_trip(server)
+        except BaseException:
+            server.stop()
+            raise
+        return server
 
     def stop_all(self) -> None:
         servers = [server for started in self._started.values() for server in started]
@@ -185,6 +192,7 @@ class LiveChat:
     def __init__(self, live_servers: LiveServers) -> None:
         self._live_servers = live_servers
         self._log_offsets: dict[int, tuple[ChatServer, int]] = {}
+        self._own: list[ChatServer] = []
 
     def __call__(
         self, layer: str, consumer: str = "async", count: int = 1, asgi: str = "daphne"
@@ -193,6 +201,22 @@ class LiveChat:
         for server in servers:
             self._log_offsets.setdefault(id(server), (server, server.log_path.stat().st_size))
         return servers
+
+    def own(
+        self, layer: str, *, backend: Backend, consumer: str = "async", asgi: str = "daphne"
+    ) -> ChatServer:
+        """A server for this test alone, on ``backend`` (a Redis the test restarts, say,
+        which the session's servers must never see), stopped by ``stop_own`` when the
+        test ends; its log is reported like the shared servers'."""
+        server = self._live_servers.start(layer, consumer, asgi, backend=backend, log_name="-own")
+        self._own.append(server)
+        self._log_offsets[id(server)] = (server, 0)
+        return server
+
+    def stop_own(self) -> None:
+        own, self._own = self._own, []
+        for server in own:
+            server.stop()
 
     def logs_during_test(self) -> list[tuple[ChatServer, str]]:
         """Each server this test used, with the log lines written since it got it."""

@@ -107,8 +107,9 @@ def wait_until(
         raise AssertionError(f"after waiting {WAIT_SECONDS:.0f} s: {describe()}") from None
 
 
-# room.html opens the page's socket as the top-level `const chatSocket`; a script run by
-# WebDriver can read it by name. 0 connecting, 1 open, 2 closing, 3 closed.
+# room.html keeps the page's socket in the top-level `let chatSocket` (a new one each
+# time it reconnects); a script run by WebDriver can read it by name. 0 connecting,
+# 1 open, 2 closing, 3 closed.
 SOCKET_STATE_SCRIPT = "return typeof chatSocket === 'undefined' ? -1 : chatSocket.readyState;"
 SOCKET_OPEN = 1
 SOCKET_CLOSED = 3
@@ -200,6 +201,52 @@ class ChatWindow(PageWindow):
             lambda: f"{self}: expected chat log {expected!r}, got {self.log()!r}",
         )
         assert log == expected, f"{self}: chat log differs"
+
+    def status(self) -> str:
+        """What #chat-status tells the person about the connection."""
+        self.focus()
+        return self.driver.find_element(By.ID, "chat-status").text
+
+    def wait_for_status(self, start: str) -> str:
+        """Wait until #chat-status starts with ``start``; return the whole text."""
+        return wait_until(
+            self.driver,
+            lambda _: (status := self.status()).startswith(start) and status,
+            lambda: f"{self}: expected a status starting {start!r}, got {self.status()!r}",
+        )
+
+    def watch_socket(self) -> None:
+        """Remember the page's current socket, and the close codes it will get."""
+        self.focus()
+        self.driver.execute_script(
+            "window.watchedSocket = chatSocket; window.watchedCloses = [];"
+            "chatSocket.addEventListener('close', (e) => window.watchedCloses.push(e.code));"
+        )
+
+    def watched_socket_closes(self) -> list[int]:
+        """The close codes the watched socket got (empty while it is open)."""
+        self.focus()
+        return self.driver.execute_script("return window.watchedCloses;")
+
+    def wait_for_watched_socket_close(self) -> int:
+        """Wait until the watched socket has closed; return its close code."""
+        (code,) = wait_until(
+            self.driver,
+            lambda _: self.watched_socket_closes(),
+            lambda: f"{self}: the watched socket stayed open (status {self.status()!r})",
+        )
+        return code
+
+    def uses_watched_socket(self) -> bool:
+        """True while the page still uses the socket ``watch_socket`` remembered."""
+        self.focus()
+        return self.driver.execute_script("return chatSocket === window.watchedSocket;")
+
+    def reload(self) -> None:
+        """Reload the page, as a person would (the new page's socket may still be
+        connecting, or refused: wait for the status)."""
+        self.focus()
+        self.driver.refresh()
 
     def script_flag(self, name: str) -> Any:
         """The value of ``window[name]`` in this page (None when unset)."""

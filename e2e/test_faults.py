@@ -1,0 +1,170 @@
+"""What a person sees in the room page when Redis restarts, on both Redis layers.
+
+Two windows chat in a room on a Daphne server of the test's own, over a redis-server of
+the test's own (the session's servers must never meet a restarted Redis), which is stopped
+(``shutdown``) and started again on the same port (``start_again``). What each layer does,
+found by experiment with channels-redis 4.3.0, redis-py 8.1.0 and Daphne 4.2.3 and
+asserted here (README, difference 9; docs/faults-browser.md):
+
+- ``redis`` (RedisChannelLayer): every consumer waits for its messages in a blocking
+  BZPOPMIN, which fails as soon as Redis goes away; the exception ends the consumer and
+  Daphne closes each socket with 1011. While Redis is down every new handshake fails
+  (HTTP 500: group_add cannot connect). channels-redis does reconnect by itself: once
+  Redis is back, new sockets work (the first command on a connection that was pooled
+  before the restart may still fail once, with another 500).
+- ``redis-pubsub`` (RedisPubSubChannelLayer): the sockets stay open. The layer's receive
+  task logs "Unexpected exception in receive task" and tries again every second, and
+  redis-py subscribes again to every channel when it reconnects, so the windows keep
+  receiving. But the first message sent after the restart goes out on the publishing
+  connection Redis closed: group_send raises, that sender's consumer ends (1011) and the
+  message reaches nobody, without a word to anyone. The next message goes through.
+
+The tutorial's page is dead after its socket closes, so a person reloads it; this page
+reconnects by itself (0.5 s doubling to 8 s, jittered) and says so in ``#chat-status``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from e2e.browser import Browser, ChatWindow, UniqueRoom, wait_until
+from live import LiveChat, layer_param
+from services import REDIS_LAYERS, Backend, ChatServer, RedisServer
+
+pytestmark = pytest.mark.browser
+
+# Daphne closes a socket whose application raised with 1011 (internal error).
+CLOSED_BY_SERVER_ERROR = 1011
+# What channels-redis's pub/sub receive task logs each time its connection fails.
+PUBSUB_RECEIVE_FAILED = "Unexpected exception in receive task"
+
+
+def attempt(status: str) -> int:
+    """The attempt number in a status such as "reconnecting… (attempt 3)", else 0."""
+    found = re.search(r"\(attempt (\d+)\)", status)
+    return int(found.group(1)) if found else 0
+
+
+def open_two_windows_that_chat(
+    layer: str, redis: RedisServer, live_chat: LiveChat, browser: Browser, room: str
+) -> tuple[ChatServer, ChatWindow, ChatWindow]:
+    """A server of this test's own on ``redis``, two windows in ``room``, and the positive
+    control: a message reaches both before any fault."""
+    server = live_chat.own(layer, backend=Backend(layer, {"REDIS_URL": redis.url}, redis))
+    first, second = browser.open_room(server, room), browser.open_room(server, room)
+    for window in (first, second):
+        assert window.wait_for_status("connected") == "connected"
+    first.type_message("before the restart")
+    for window in (first, second):
+        window.wait_for_log(["before the restart"])
+        window.watch_socket()
+    return server, first, second
+
+
+def stop_redis_and_see_what_the_page_shows(
+    layer: str, redis: RedisServer, server: ChatServer, windows: tuple[ChatWindow, ...]
+) -> None:
+    """Stop Redis, and wait (bounded) until the fault has reached the server and pages."""
+    log_offset = server.log_path.stat().st_size
+    redis.shutdown()
+    if layer == "redis":
+        # Every consumer's blocking receive fails: each socket closes, and the page keeps
+        # trying; its next handshake fails too while Redis is down.
+        for window in windows:
+            assert window.wait_for_watched_socket_close() == CLOSED_BY_SERVER_ERROR
+        for window in windows:
+            wait_until(
+                window.driver,
+                lambda _, window=window: attempt(window.status()) >= 2,
+                lambda window=window: f"{window}: no second attempt: {window.status()!r}",
+            )
+            assert window.status().startswith("reconnecting… (attempt ")
+    else:
+        # The pub/sub receive task notices; the sockets stay open and the page is calm.
+        wait_until(
+            windows[0].driver,
+            lambda _: PUBSUB_RECEIVE_FAILED in server.log_text()[log_offset:],
+            lambda: f"the server never logged {PUBSUB_RECEIVE_FAILED!r}",
+        )
+        for window in windows:
+            assert window.uses_watched_socket()
+            assert window.watched_socket_closes() == []
+            assert window.status() == "connected"
+
+
+@pytest.mark.parametrize("layer", [layer_param(layer) for layer in REDIS_LAYERS])
+def test_after_a_redis_restart_the_room_page_reconnects_and_chat_flows_again(
+    layer: str,
+    restartable_redis: RedisServer,
+    live_chat: LiveChat,
+    browser: Browser,
+    unique_room: UniqueRoom,
+) -> None:
+    redis = restartable_redis
+    server, first, second = open_two_windows_that_chat(
+        layer, redis, live_chat, browser, unique_room("room")
+    )
+
+    stop_redis_and_see_what_the_page_shows(layer, redis, server, (first, second))
+    redis.start_again()
+
+    if layer == "redis-pubsub":
+        # The first message after the restart is lost, and its sender's socket closes.
+        first.type_message("lost: sent first after the restart")
+        assert first.wait_for_watched_socket_close() == CLOSED_BY_SERVER_ERROR
+    for window in (first, second):
+        window.wait_for_status("connected")
+    # On redis both pages reconnected; on redis-pubsub only the sender's did.
+    assert not first.uses_watched_socket()
+    assert second.uses_watched_socket() == (layer == "redis-pubsub")
+    if layer == "redis-pubsub":
+        assert second.watched_socket_closes() == []
+
+    # Chat flows again both ways; the log kept what was said before the restart, and
+    # the lost message (sent before these) would have arrived first.
+    first.type_message("after the restart")
+    for window in (first, second):
+        window.wait_for_log(["before the restart", "after the restart"])
+    second.type_message("back from window 2")
+    for window in (first, second):
+        window.wait_for_log(["before the restart", "after the restart", "back from window 2"])
+
+
+@pytest.mark.parametrize("layer", [layer_param(layer) for layer in REDIS_LAYERS])
+def test_after_a_redis_restart_a_reload_empties_the_log_and_chat_flows_again(
+    layer: str,
+    restartable_redis: RedisServer,
+    live_chat: LiveChat,
+    browser: Browser,
+    unique_room: UniqueRoom,
+) -> None:
+    """The comparison: what a person with the tutorial's page does, reload. It works,
+    but the log starts empty (the app keeps no history), and on redis-pubsub the first
+    message after the restart is lost all the same."""
+    redis = restartable_redis
+    server, first, second = open_two_windows_that_chat(
+        layer, redis, live_chat, browser, unique_room("room")
+    )
+
+    stop_redis_and_see_what_the_page_shows(layer, redis, server, (first, second))
+    redis.start_again()
+    for window in (first, second):
+        window.reload()
+    for window in (first, second):
+        window.wait_for_status("connected")
+        assert window.log() == []
+        window.watch_socket()
+
+    if layer == "redis-pubsub":
+        first.type_message("lost: sent first after the restart")
+        assert first.wait_for_watched_socket_close() == CLOSED_BY_SERVER_ERROR
+        first.wait_for_status("connected")
+
+    first.type_message("after the reload")
+    for window in (first, second):
+        window.wait_for_log(["after the reload"])
+    second.type_message("back from window 2")
+    for window in (first, second):
+        window.wait_for_log(["after the reload", "back from window 2"])
