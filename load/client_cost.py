@@ -55,6 +55,12 @@ def export_revision(revision: str, into: Path) -> Path:
     return into
 
 
+def _commit(revision: str) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", revision], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
 def run_client(plan: Plan, root: Path, run_dir: Path) -> dict[str, Any]:
     """Headless Locust on ``root``'s locustfile, the probe beside it; the run's figures."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = {client: medians([r for r in runs if r["client"] == client]) for client in clients}
     print_table(runs, summary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    revisions = {client: _commit("HEAD" if client == "this" else client) for client in clients}
     result = {
         "machine": harness_info(),
         "shape": {"users": SHAPE.users, "rooms": SHAPE.rooms, "rate_per_user": SHAPE.rate,
                   "deliveries_per_s": SHAPE.deliveries_per_s, "duration_s": args.duration},
+        "revisions": revisions,
         "runs": runs,
         "medians": summary,
     }  # fmt: skip
