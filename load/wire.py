@@ -342,6 +342,7 @@ class HubReceiver:
         self.value: str | None = None
         self.finished = Event()
         self.watcher: Any = None
+        self.links: dict[Callable[[Any], None], Callable[[Any], None]] = {}
 
     def start(self) -> None:
         connection = self.connection
@@ -426,9 +427,12 @@ class HubReceiver:
         """Stop reading; like a killed greenlet, ``value`` stays None."""
         self._finish(None)
 
-    # gevent.wait() links to what it waits on.
+    # gevent.wait() links to what it waits on, and returns what called back: this.
     def rawlink(self, callback: Callable[[Any], None]) -> None:
-        self.finished.rawlink(callback)
+        self.links[callback] = link = lambda _event: callback(self)
+        self.finished.rawlink(link)
 
     def unlink(self, callback: Callable[[Any], None]) -> None:
-        self.finished.unlink(callback)
+        link = self.links.pop(callback, None)
+        if link is not None:
+            self.finished.unlink(link)
