@@ -7,6 +7,13 @@ the merged tally for ``python -m load`` to summarise, and ends a headless run. L
 request statistics get one "connect" sample per handshake and one "round trip" sample per
 message (the sender's own copy), which keeps its web UI, CSV and HTML informative; the exact
 numbers come from the tally, never from those (Locust rounds to whole milliseconds).
+
+The client shares its machine with the server it measures, so its per-delivery CPU is kept
+small (load/README.md, "Harness cost"): each socket is read by a callback in the gevent hub
+(``wire.HubReceiver``), sends fire from libev timers (``_on_timers``), and ``FastLedger``
+defers the histogram and timeline arithmetic to a fold once a second. Code called from
+those callbacks (``FastLedger``, listeners of Locust's request event for the round trips)
+runs in the hub and must never block.
 """
 
 from __future__ import annotations
