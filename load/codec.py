@@ -47,6 +47,12 @@ def encode_frame_payload(text: str) -> bytes:
     return b'{"message": "' + text.encode() + b'"}'
 
 
+def room_prefix(run_id: str, room: str) -> bytes:
+    """How every tutorial-server frame carrying a message sent in ``room`` begins: the
+    receiver checks this constant instead of parsing (see ``stats.FastLedger``)."""
+    return SERVER_PREFIX + f"{MAGIC}|{run_id}|{room}|".encode()
+
+
 def parse_text(text: str) -> Stamp | None:
     """Fields of a measurement message, or None if ``text`` is not one."""
     parts = text.split("|", 5)

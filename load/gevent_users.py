@@ -7,6 +7,13 @@ the merged tally for ``python -m load`` to summarise, and ends a headless run. L
 request statistics get one "connect" sample per handshake and one "round trip" sample per
 message (the sender's own copy), which keeps its web UI, CSV and HTML informative; the exact
 numbers come from the tally, never from those (Locust rounds to whole milliseconds).
+
+The client shares its machine with the server it measures, so its per-delivery CPU is kept
+small (load/README.md, "Harness cost"): each socket is read by a callback in the gevent hub
+(``wire.HubReceiver``), sends fire from libev timers (``_on_timers``), and ``FastLedger``
+defers the histogram and timeline arithmetic to a fold once a second. Code called from
+those callbacks (``FastLedger``, listeners of Locust's request event for the round trips)
+runs in the hub and must never block.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import resource
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +38,11 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from load import report
-from load.codec import encode_frame_payload, encode_text, parse_server_payload
+from load.codec import encode_frame_payload, encode_text
 from load.plan import SECOND_NS, Plan, add_options, new_run_id, plan_from_options
 from load.scenarios import CHURN_STAY_S, CLOSE_TIMEOUT_S, send_times
-from load.stats import SocketLedger, Tally, Window, summarize
-from load.wire import Connection, WireError
+from load.stats import FastLedger, Tally, Window, summarize
+from load.wire import Connection, HubReceiver, WireError
 
 logger = logging.getLogger("chatload")
 RESULT_MESSAGE = "chatload_result"
@@ -81,7 +89,7 @@ class LoadProcess:
         self.next_local_user = 0
         self.next_socket = 0
         self.users_running = 0
-        self.live: dict[int, SocketLedger] = {}
+        self.live: dict[int, FastLedger] = {}
         self.reported = False
         self.users_done = Event()
         # Early end of the drain: a single load process with a steady membership knows
@@ -89,11 +97,14 @@ class LoadProcess:
         self.single = workers == 1 and not worker and plan.scenario != "churn"
         self.members: Counter[str] = Counter()  # open sockets per room
         self.expected_deliveries = 0  # Σ over sends of the room's open sockets at the time
-        self.first_deliveries = 0
         self.drained = Event()
         self.merged: Tally | None = None  # master / local runner: the sum of the tallies
         self.results_received = 0
         self.results_expected = 1
+
+    @property
+    def first_deliveries(self) -> int:
+        return self.tally.deliveries.count
 
     @property
     def leave_at_ns(self) -> int:
@@ -217,17 +228,13 @@ class ChatUser(User):
         connection = self.connect(session)
         if connection is None:
             return False
-        ledger = SocketLedger(
-            process.tally, session.room, time.time_ns(), round(process.plan.drain_s * SECOND_NS)
-        )
+        join_ns = time.time_ns()
         socket_no = process.next_socket
         process.next_socket += 1
+        ledger = self.ledger(session.room, join_ns, own_prefix=f"{process.token}s{socket_no}.")
         process.live[socket_no] = ledger
         process.members[session.room] += 1
-        receiver = gevent.spawn(
-            connection.receive_loop,
-            self.receipt_handler(ledger, own_prefix=f"{process.token}s{socket_no}."),
-        )
+        receiver = connection.receive_in_hub(ledger.on_text)
         try:
             self.send_until(session, connection, receiver, socket_no, rng)
             if not receiver.ready():
@@ -273,57 +280,68 @@ class ChatUser(User):
         _fire(self.environment, "connect", connect_ms)
         return connection
 
-    def receipt_handler(self, ledger: SocketLedger, *, own_prefix: str) -> Any:
-        """The receive loop's callback: account each frame the server sends."""
+    def ledger(self, room: str, join_ns: int, *, own_prefix: str) -> FastLedger:
+        """The accounting of one socket; its ``on_text`` is the receive callback."""
         environment = self.environment
-        tally = ledger.tally
+
+        # The sender's own copy: a round trip in Locust's table.
+        def round_trip(ms: float) -> None:
+            _fire(environment, "round trip", ms)
+
+        def on_error(kind: str, problem: str) -> None:
+            _fire(environment, kind, 0, RuntimeError(problem))
 
         process = PROCESS
-
-        def on_text(payload: bytes, recv_ns: int) -> None:
-            stamp, problem = parse_server_payload(payload)
-            if stamp is not None:
-                if ledger.deliver(stamp, recv_ns):
-                    process.first_deliveries += 1
-                if stamp.msg_id.startswith(own_prefix):  # our own copy: a round trip
-                    _fire(environment, "round trip", (recv_ns - stamp.send_ns) / 1e6)
-            elif problem == "message is not a load-test message":
-                tally.counters["foreign"] += 1
-            else:
-                kind = "server_error_frame" if problem.startswith("server error") else "bad_frame"
-                tally.error(kind, recv_ns)
-                _fire(environment, kind, 0, RuntimeError(problem))
-
-        return on_text
+        return FastLedger(
+            process.tally,
+            room,
+            join_ns,
+            round(process.plan.drain_s * SECOND_NS),
+            run_id=process.plan.run_id,
+            own_prefix=own_prefix,
+            round_trip=round_trip,
+            on_error=on_error,
+        )
 
     def send_until(
         self,
         session: Session,
         connection: Connection,
-        receiver: gevent.Greenlet,
+        receiver: HubReceiver,
         socket_no: int,
         rng: random.Random,
     ) -> None:
-        """Send at the plan's rate from the session's start until its stop."""
+        """Send at the plan's rate from the session's start until its stop (or until the
+        connection ends). The sends run as hub timer callbacks; this greenlet waits."""
         process, plan = PROCESS, PROCESS.plan
         prefix = f"{process.token}s{socket_no}."
         start_s = max(time.time(), session.send_from_ns / 1e9)
         moments = send_times(start_s, session.send_until_ns / 1e9, plan.rate, rng)
-        for sequence, moment in enumerate(moments):
-            gevent.sleep(max(0.0, moment - time.time()))
+        sequence = iter(range(len(moments)))
+        tally, room = process.tally, session.room
+
+        def send_one() -> bool:
             if receiver.ready():
-                return
+                return False
             send_ns = time.time_ns()
             text = encode_text(
-                plan.run_id, session.room, f"{prefix}{sequence}", send_ns, plan.message_bytes
+                plan.run_id, room, f"{prefix}{next(sequence)}", send_ns, plan.message_bytes
             )
             try:
                 connection.send_payload(encode_frame_payload(text))
             except OSError:
-                process.tally.error("send_failed", time.time_ns())
-                return
-            process.tally.sends.append((session.room, send_ns))
-            process.expected_deliveries += process.members[session.room]
+                tally.error("send_failed", time.time_ns())
+                return False
+            tally.sends.append((room, send_ns))
+            process.expected_deliveries += process.members[room]
+            return True
+
+        done = Event()
+        cancel = _on_timers(moments, send_one, done.set)
+        try:
+            gevent.wait([done, receiver], count=1)
+        finally:
+            cancel()
 
     def close(self, connection: Connection, receiver: gevent.Greenlet) -> None:
         """The close handshake, bounded by CLOSE_TIMEOUT_S."""
@@ -336,6 +354,59 @@ class ChatUser(User):
             tally.counters["sessions_closed_cleanly"] += 1
         else:
             tally.error(f"close_{receiver.value}", time.time_ns())
+
+
+def _on_timers(
+    moments: list[float], action: Callable[[], bool], on_done: Callable[[], None]
+) -> Callable[[], None]:
+    """Call ``action()`` at each wall-clock moment (s) from a chain of libev timers, in
+    the hub: no greenlet wakes per send. The chain stops early when ``action`` returns
+    False (or raises); ``on_done()`` runs when it ends. Returns a cancel function."""
+    loop = gevent.get_hub().loop
+    position = iter(moments)
+    timer: Any = None
+
+    def arm() -> None:
+        nonlocal timer
+        moment = next(position, None)
+        if moment is None:
+            timer = None
+            on_done()
+            return
+        timer = loop.timer(max(0.0, moment - time.time()))
+        timer.start(fire)
+
+    def fire() -> None:
+        nonlocal timer
+        timer.close()
+        timer = None
+        try:
+            going = action()
+        except Exception:
+            on_done()
+            raise  # the hub logs it
+        if going:
+            arm()
+        else:
+            on_done()
+
+    def cancel() -> None:
+        nonlocal timer
+        if timer is not None:
+            timer.stop()
+            timer.close()
+            timer = None
+
+    arm()
+    return cancel
+
+
+def _fold(process: LoadProcess, now_ns: int) -> None:
+    """Once a second: the bulk part of the accounting (see stats.FastLedger), so that its
+    cost falls inside the measured CPU and the tally stays current."""
+    for ledger in process.live.values():
+        ledger.settle(now_ns)
+    process.tally.fold()
 
 
 def _monitor(process: LoadProcess) -> None:
@@ -358,6 +429,7 @@ def _monitor(process: LoadProcess) -> None:
         if window.second(now_ns) >= next_second:
             connected[window.second(now_ns)] += len(process.live)
             next_second = window.second(now_ns) + 1
+            _fold(process, now_ns)
         before = time.perf_counter()
         gevent.sleep(LOOP_LAG_PERIOD_S)
         if process.cpu_from is not None and process.cpu_until is None:

@@ -1,10 +1,16 @@
 """A lean WebSocket client (RFC 6455) on a plain socket, for the load generator.
 
-Inside Locust the socket module is gevent's, so a blocking ``recv`` yields to other
-greenlets. It is deliberately small: one ``recv`` may carry many frames and all of them
-are parsed from one buffer with the receipt time taken once, right after ``recv``
-returns; masking is one big-integer XOR (C speed) instead of a Python loop over bytes;
-TCP_NODELAY is set so small frames are not held back by Nagle's algorithm.
+It is deliberately small: one ``recv`` may carry many frames and all of them are parsed
+from one buffer with the receipt time taken once, right after ``recv`` returns; masking
+is one big-integer XOR (C speed) instead of a Python loop over bytes; TCP_NODELAY is set
+so small frames are not held back by Nagle's algorithm.
+
+Inside Locust the socket module is gevent's. There a socket is read by ``HubReceiver``:
+a libev io watcher whose callback runs in the gevent hub, so a frame costs one ``recv``
+and no greenlet switch (a greenlet per socket costs a switch pair, a second ``recv`` that
+fails with EWOULDBLOCK and a watcher re-arm per wake-up: most of the client's CPU).
+Frames are written with one non-blocking ``send``; only what does not fit goes to a
+greenlet. Outside gevent (the CLI's pre-flight check) ``receive_loop`` reads, blocking.
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
+
+import gevent
+from gevent.event import Event
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -54,12 +64,36 @@ def mask_payload(payload: bytes, key: bytes) -> bytes:
     )
 
 
+class MaskKeys:
+    """Masking keys: 4-byte slices of an ``os.urandom`` block, one syscall per 1,024
+    frames instead of one per frame (each key is still unpredictable, as RFC 6455 asks)."""
+
+    __slots__ = ("block", "offset")
+
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self.block = b""
+        self.offset = self.BLOCK
+
+    def next(self) -> bytes:
+        offset = self.offset
+        if offset >= self.BLOCK:
+            self.block = os.urandom(self.BLOCK)
+            offset = 0
+        self.offset = offset + 4
+        return self.block[offset : offset + 4]
+
+
+_MASK_KEYS = MaskKeys()
+
+
 def encode_client_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     """One final, masked client frame."""
-    key = os.urandom(4)
+    key = _MASK_KEYS.next()
     length = len(payload)
     if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+        header = bytes((0x80 | opcode, 0x80 | length))
     elif length < 65536:
         header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
     else:
@@ -134,6 +168,11 @@ class Connection:
         self.parser = FrameParser(leftover)
         self.close_sent = False
         self.close_received = False
+        # gevent's socket wraps a real, non-blocking one: writing to that directly costs
+        # one syscall instead of gevent's sendall layers. A plain socket has no wrapper.
+        self.raw = getattr(sock, "_sock", None)
+        self.backlog: list[bytes] = []  # frame tails waiting for a full send buffer
+        self.receiver: HubReceiver | None = None
 
     @classmethod
     def open(cls, target: str, path: str, *, timeout: float = 10.0) -> Connection:
@@ -191,8 +230,43 @@ class Connection:
         return cls(sock, leftover)
 
     def send_payload(self, payload: bytes) -> None:
-        """Send one text frame (the payload is already UTF-8)."""
-        self.sock.sendall(encode_client_frame(payload))
+        """Send one text frame (the payload is already UTF-8); OSError if it cannot."""
+        self._write(encode_client_frame(payload))
+
+    def _write(self, frame: bytes) -> None:
+        """Write a frame without blocking (so the hub may call it) when under gevent:
+        one ``send`` on the real socket; a tail that does not fit, and every frame after
+        it, is written in order by a greenlet."""
+        raw = self.raw
+        if raw is None:
+            self.sock.sendall(frame)
+            return
+        if self.backlog:
+            self.backlog.append(frame)
+            return
+        try:
+            sent = raw.send(frame)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(frame):
+            self.backlog.append(frame[sent:])
+            gevent.spawn(self._flush_backlog)
+
+    def _flush_backlog(self) -> None:
+        backlog = self.backlog
+        try:
+            while backlog:  # bounded: each pass writes (or drops) one queued frame
+                self.sock.sendall(backlog[0])  # gevent's: waits until writable
+                backlog.pop(0)
+        except OSError:
+            backlog.clear()  # the receiver reports the broken connection
+
+    def receive_in_hub(self, on_text: Callable[[bytes, int], None]) -> HubReceiver:
+        """Start reading under gevent: ``on_text(payload, recv_ns)`` per text message,
+        called in the hub. The returned receiver stands in for a receive-loop greenlet."""
+        receiver = self.receiver = HubReceiver(self, on_text)
+        receiver.start()
+        return receiver
 
     def receive_loop(
         self, on_text: Callable[[bytes, int], None], *, recv_size: int = 262144
@@ -231,7 +305,7 @@ class Connection:
     def _send_control(self, opcode: int, payload: bytes) -> None:
         # A broken connection is reported by the receive loop, not here.
         with contextlib.suppress(OSError):
-            self.sock.sendall(encode_client_frame(payload, opcode))
+            self._write(encode_client_frame(payload, opcode))
 
     def _send_close(self, payload: bytes) -> None:
         if not self.close_sent:
@@ -244,5 +318,121 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the TCP connection now."""
+        if self.receiver is not None:
+            self.receiver.stop()  # before the close: libev must not watch a closed fd
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class HubReceiver:
+    """Reads one connection from a libev io watcher whose callback runs in the gevent
+    hub: one ``recv`` per readiness (level-triggered, so what is left is reported again),
+    the receipt time right after it, then the frames. Nothing here may block or switch.
+
+    It stands in for a ``receive_loop`` greenlet: ``ready()``, ``value`` (how the
+    connection ended, as ``receive_loop`` returns it, or "error" if the callback raised),
+    ``join(timeout)``, ``kill()``, and ``gevent.wait`` works on it.
+    """
+
+    RECV_SIZE = 262144
+
+    def __init__(self, connection: Connection, on_text: Callable[[bytes, int], None]) -> None:
+        self.connection = connection
+        self.on_text = on_text
+        self.value: str | None = None
+        self.finished = Event()
+        self.watcher: Any = None
+        self.links: dict[Callable[[Any], None], Callable[[Any], None]] = {}
+
+    def start(self) -> None:
+        connection = self.connection
+        if connection.parser.buffer:  # frames that came with the handshake response
+            self._dispatch(connection.parser.feed(b""), time.time_ns())
+        if not self.finished.is_set():
+            self.watcher = gevent.get_hub().loop.io(connection.raw.fileno(), 1)
+            self.watcher.start(self._readable_callback())
+
+    def _readable_callback(self) -> Callable[[], None]:
+        """The watcher's callback; the usual case (one small, complete text frame per
+        ``recv`` and nothing buffered) goes straight to ``on_text``."""
+        recv = self.connection.raw.recv
+        size = self.RECV_SIZE
+        buffer = self.connection.parser.buffer
+        on_text = self.on_text
+        clock = time.time_ns
+
+        def readable() -> None:
+            try:
+                data = recv(size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._finish("reset")
+                return
+            recv_ns = clock()
+            try:
+                length = len(data)
+                # (length < 128: the second byte is then the whole payload length)
+                if 2 < length < 128 and data[0] == 0x81 and data[1] == length - 2 and not buffer:
+                    on_text(data[2:], recv_ns)
+                elif length == 0:
+                    self._finish("eof")
+                else:
+                    self._dispatch(self.connection.parser.feed(data), recv_ns)
+            except Exception:
+                self._finish("error")
+                raise  # the hub logs it; this connection is over
+
+        return readable
+
+    def _dispatch(self, messages: list[tuple[int, bytes]], recv_ns: int) -> None:
+        """What ``receive_loop`` does with each parsed message."""
+        connection = self.connection
+        for opcode, payload in messages:
+            if opcode == OP_TEXT:
+                self.on_text(payload, recv_ns)
+            elif opcode == OP_CLOSE:
+                connection.close_received = True
+                if not connection.close_sent:
+                    connection._send_close(payload[:2] or struct.pack("!H", 1000))
+                    self._finish("server_closed")
+                else:
+                    self._finish("closed")
+                return
+            elif opcode == OP_PING:
+                connection._send_control(OP_PONG, payload)
+            elif opcode == OP_BINARY:
+                self.on_text(b"\x00binary", recv_ns)
+
+    def _finish(self, outcome: str | None) -> None:
+        if not self.finished.is_set():
+            self.value = outcome
+            self.stop()
+            self.finished.set()
+
+    def stop(self) -> None:
+        """Stop watching the socket (idempotent)."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+
+    def ready(self) -> bool:
+        return self.finished.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.finished.wait(timeout)
+
+    def kill(self, block: bool = False) -> None:
+        """Stop reading; like a killed greenlet, ``value`` stays None."""
+        self._finish(None)
+
+    # gevent.wait() links to what it waits on, and returns what called back: this.
+    def rawlink(self, callback: Callable[[Any], None]) -> None:
+        self.links[callback] = link = lambda _event: callback(self)
+        self.finished.rawlink(link)
+
+    def unlink(self, callback: Callable[[Any], None]) -> None:
+        link = self.links.pop(callback, None)
+        if link is not None:
+            self.finished.unlink(link)
