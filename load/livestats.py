@@ -162,3 +162,36 @@ def progress_line(view: Mapping[str, Any], label: str = "") -> str:
         f"lost so far {view['lost_so_far']:,}  "
         f"errors {errors:,}  sockets {view['connected']:,}"
     )
+
+
+def tab_rows(latest: dict[str, Any] | None, result: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The tab's table: the live numbers, then the exact result once there is one."""
+    rows = []
+    if latest is None:
+        rows.append({"measure": "status", "value": "waiting for a test to start", "detail": ""})
+    else:
+        errors = ", ".join(f"{k} {v}" for k, v in latest["errors_by_kind"].items()) or "none"
+        rows += [
+            {"measure": "elapsed", "value": f"{latest['elapsed_s']:.0f} of {latest['total_s']:.0f} s", "detail": "connect, send, drain"},  # noqa: E501
+            {"measure": "delivered/s", "value": f"{latest['delivered_per_s']:,}", "detail": "first copies received in the last whole second"},  # noqa: E501
+            {"measure": "lost so far", "value": f"{latest['lost_so_far']:,}", "detail": "expected minus arrived, for sends whose drain has passed"},  # noqa: E501
+            {"measure": f"p50 / p99 (last {RECENT_S} s)", "value": f"{_ms_text(latest['p50_ms'])} / {_ms_text(latest['p99_ms'])}", "detail": f"{latest['latency_samples']:,} deliveries"},  # noqa: E501
+            {"measure": "errors", "value": f"{latest['errors']:,}", "detail": errors},
+            {"measure": "connected sockets", "value": f"{latest['connected']:,}", "detail": f"{latest['processes']} load process(es)"},  # noqa: E501
+        ]  # fmt: skip
+    if result is not None:
+        for name in ("sent", "expected", "delivered", "lost", "duplicated", "leaked", "errors"):
+            rows.append(
+                {"measure": f"result: {name}", "value": f"{result[name]:,}", "detail": "exact"}
+            )
+        latency = result["latency_ms"]
+        rows.append({
+            "measure": "result: latency",
+            "value": " / ".join(_ms_text(latency[k]) for k in ("p50", "p90", "p99", "max")),
+            "detail": "p50 / p90 / p99 / max of every delivery",
+        })  # fmt: skip
+    return rows
+
+
+def _ms_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"

@@ -121,3 +121,33 @@ def test_on_a_terminal_each_line_replaces_the_last(tmp_path: Path) -> None:
     printer.poll()
     printer.close()
     assert terminal.getvalue() == "\r" + progress_line(numbers) + "\x1b[K\n"
+
+
+def test_the_web_ui_tab_shows_live_rows_then_the_exact_result() -> None:
+    from load.livestats import tab_rows
+
+    numbers = two_processes().view(104 * SECOND + 500_000_000)
+    live = {row["measure"]: row["value"] for row in tab_rows(numbers, None)}
+    assert live["lost so far"] == "1"
+    assert live["connected sockets"] == "2"
+    assert live["errors"] == "1"
+    assert "result: lost" not in live
+    result = {
+        "sent": 2, "expected": 4, "delivered": 3, "lost": 1, "duplicated": 0, "leaked": 0,
+        "errors": 1, "latency_ms": {"p50": 4.0, "p90": 5.0, "p99": 5.0, "max": 5.0},
+    }  # fmt: skip
+    done = {row["measure"]: row["value"] for row in tab_rows(numbers, result)}
+    assert done["result: lost"] == "1"
+    assert done["result: latency"] == "4.00 ms / 5.00 ms / 5.00 ms / 5.00 ms"
+    assert tab_rows(None, None)[0]["value"] == "waiting for a test to start"
+
+
+def test_the_chat_load_page_is_readable_html_not_a_dict_dump() -> None:
+    from load.report import live_page
+
+    numbers = two_processes().view(104 * SECOND + 500_000_000)
+    page = live_page(numbers, None)
+    assert "<style>" in page and 'class="card bad"' in page  # the loss is highlighted
+    assert "lost so far" in page and "send_failed" in page
+    assert "{'" not in page  # no Python dict anywhere
+    assert "appears when every user has finished" in page
