@@ -20,9 +20,11 @@ def bench(
     out: Path,
     on_record: Callable[[dict[str, Any]], None],
     say: Callable[[str], None],
+    progress: Callable[[str], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One run per stack and repeat, each on fresh servers; ``on_record`` sees each record
-    as soon as it exists (so a later failure keeps what is done)."""
+    as soon as it exists (so a later failure keeps what is done). ``progress(label)``
+    gives the live watcher of each run (load/progress.py)."""
     records = []
     for number in range(1, repeat + 1):
         for stack in stacks:
@@ -30,7 +32,13 @@ def bench(
             run_dir = out / "runs" / label
             say(f"{label}: starting {stack.servers} {stack.asgi} ({stack.layer}, {stack.consumer})")
             with LiveStack(stack, run_dir / "servers") as live:
-                record = measure(plan.again(), run_dir, stack=stack, live=live)
+                record = measure(
+                    plan.again(),
+                    run_dir,
+                    stack=stack,
+                    live=live,
+                    progress=progress(label) if progress else None,
+                )
             record["locust_files"] = f"runs/{label}/"
             records.append(record)
             on_record(record)

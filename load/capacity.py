@@ -66,8 +66,10 @@ def search_stack(
     label: str,
     on_record: Callable[[dict[str, Any]], None],
     say: Callable[[str], None],
+    progress: Callable[[str], Any] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One search on one stack: every step's record, and the stack's capacity entry."""
+    """One search on one stack: every step's record, and the stack's capacity entry.
+    ``progress(label)`` gives each step's live watcher (load/progress.py)."""
     search = settings.new_search(base.shape)
     records: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -78,7 +80,10 @@ def search_stack(
                 break
             plan = base.with_shape(settings.shape_at(base.shape, value))
             run_dir = out / "runs" / label / f"step-{number:02d}"
-            record = measure(plan, run_dir, stack=stack, live=live)
+            step = f"{label} step {number}"
+            record = measure(
+                plan, run_dir, stack=stack, live=live, progress=progress(step) if progress else None
+            )
             broke = settings.objective.broken(record)
             phase = search.next_phase
             search.record(value, broke)

@@ -39,7 +39,15 @@ from load.plan import (
     positive_int,
     target_url,
 )
+from load.progress import watcher
 from load.record import Stack, harness_info
+from load.remote import (
+    DEFAULT_MASTER_PORT,
+    RemoteWorkers,
+    master_address,
+    port_number,
+    worker_command,
+)
 from load.search import Objective
 from load.stack import StackError
 from load.wire import Connection, WireError
@@ -174,6 +182,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="the chat server (its /ws/chat/<room>/ endpoint is used)",
     )
     shared(run)
+    run.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="generate the load on N Locust workers started elsewhere with `python -m load "
+        "worker --master THIS_HOST[:PORT]`; waits for all N (up to 5 min), times each "
+        "worker's clock against this one and corrects it (not with --processes)",
+    )
+    run.add_argument(
+        "--master-bind",
+        default=None,
+        metavar="HOST",
+        help="with --workers: the address workers connect to (e.g. 0.0.0.0, or this "
+        "machine's address on the load network)",
+    )
+    run.add_argument(
+        "--master-port",
+        type=port_number,
+        default=DEFAULT_MASTER_PORT,
+        metavar="P",
+        help=f"with --workers: the port workers connect to (default {DEFAULT_MASTER_PORT})",
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        help="a load worker for `run --workers N` on another machine",
+        description="Start a Locust worker with this harness's users and connect it to a "
+        "master started with `python -m load run ... --workers N --master-bind HOST`. The "
+        "master hands it the plan, its share of the users and its clock correction.",
+    )
+    worker.add_argument(
+        "--master",
+        type=master_address,
+        required=True,
+        metavar="HOST[:PORT]",
+        help=f"the master's address (port default {DEFAULT_MASTER_PORT})",
+    )
 
     bench_parser = commands.add_parser(
         "bench",
@@ -320,16 +366,31 @@ def check_target(target: str) -> None:
     connection.abort()
 
 
+def remote_workers(args: argparse.Namespace) -> RemoteWorkers | None:
+    if args.workers is None:
+        return None
+    say(
+        f"waiting for {args.workers} worker(s) on {args.master_bind}:{args.master_port}: "
+        f"start each with `python -m load worker --master HOST:{args.master_port}`"
+    )
+    return RemoteWorkers(args.workers, args.master_bind, args.master_port)
+
+
 def command_run(args: argparse.Namespace) -> int:
     plan = base_plan(args, [args.target])
     check_target(args.target)
     out = args.out or default_out("run")
     harness = harness_info()
+    remote = remote_workers(args)
     with tempfile.TemporaryDirectory(prefix="chatload-") as scratch:
         # Locust writes into a scratch directory first: nothing lands in --out unless the
         # run produced a result.
         run_dir = Path(scratch) / "locust"
-        record = measure(plan, run_dir, stack=Stack(), live=None)
+        record = measure(plan, run_dir, stack=Stack(), live=None, remote=remote, progress=watcher())
+        if "clock_workers" in record:
+            harness["workers"] = record["clock_workers"]
+            harness["latency_accuracy_ms"] = record["latency_accuracy_ms"]
+            harness["latency_trust"] = record["latency_trust"]
         record["locust_files"] = "locust/"
         out.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out / "locust", ignore_errors=True)
@@ -353,7 +414,7 @@ def command_bench(args: argparse.Namespace) -> int:
         for problem in report.problems(record):
             say(f"  ! {problem}")
 
-    bench(plan, stacks, repeat=args.repeat, out=out, on_record=keep, say=say)
+    bench(plan, stacks, repeat=args.repeat, out=out, on_record=keep, say=say, progress=watcher)
     write_outputs(out, summary)
     say(report.table(summary["runs"]))
     if args.repeat > 1:
@@ -393,7 +454,14 @@ def command_capacity(args: argparse.Namespace) -> int:
                 "no loss, no errors)"
             )
             _records, entry = search_stack(
-                stack, plan, settings, out=out, label=label, on_record=keep, say=say
+                stack,
+                plan,
+                settings,
+                out=out,
+                label=label,
+                on_record=keep,
+                say=say,
+                progress=watcher,
             )
             entries.append(entry)
             say(report.capacity_line(entry))
@@ -415,12 +483,31 @@ def command_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "bench": command_bench, "capacity": command_capacity}
+def command_worker(args: argparse.Namespace) -> int:
+    host, port = args.master
+    say(f"worker: connecting to the master at {host}:{port}")
+    # Locust takes over this process: its log is the worker's output.
+    command = worker_command(host, port)
+    os.execv(command[0], command)
+    return EXIT_FAILED  # not reached
+
+
+COMMANDS = {
+    "run": command_run,
+    "bench": command_bench,
+    "capacity": command_capacity,
+    "worker": command_worker,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m load``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run" and (args.workers is None) != (args.master_bind is None):
+        parser.error("--workers N and --master-bind HOST go together")
+    if args.command == "run" and args.workers is not None and args.processes > 1:
+        parser.error("--workers and --processes exclude each other: remote workers only")
     try:
         return COMMANDS[args.command](args)
     except (HarnessError, LocustError, StackError) as error:

@@ -37,7 +37,6 @@ from locust import User, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from load import report
 from load.codec import encode_frame_payload, encode_text
 from load.plan import SECOND_NS, Plan, add_options, new_run_id, plan_from_options
 from load.scenarios import CHURN_STAY_S, CLOSE_TIMEOUT_S, send_times
@@ -468,13 +467,7 @@ def _on_init(environment: Any, **_kwargs: Any) -> None:
     if runner is None or isinstance(runner, WorkerRunner):
         return
     runner.register_message(RESULT_MESSAGE, _on_result)
-    if environment.web_ui:
-
-        @environment.web_ui.app.route("/chat-load")
-        def _chat_load_page() -> Any:
-            merged = PROCESS.merged
-            done = merged is not None and PROCESS.results_received >= PROCESS.results_expected
-            return report.live_page(summarize(merged) if done else None)
+    # The web UI's chat-load tab and page: load/webui.py.
 
 
 @events.test_start.add_listener
@@ -528,9 +521,22 @@ def _on_result(environment: Any, msg: Any, **_kwargs: Any) -> None:
     if process.results_received < process.results_expected:
         return
     logger.info("chat load result: %s", json.dumps(summarize(process.merged)))
+    # The result waits for the clocks' end estimate (drift), in its own greenlet: the
+    # estimate's answers arrive through this message handler's loop.
+    gevent.spawn(_write_result, environment, process)
+
+
+def _write_result(environment: Any, process: LoadProcess) -> None:
+    from load.clocksync import SYNC
+
+    SYNC.done.wait(timeout=10.0)
     options = environment.parsed_options
     if options and options.results_file:
-        result = {"plan": process.plan.to_dict(), "tally": process.merged.to_dict()}
+        result = {
+            "plan": process.plan.to_dict(),
+            "tally": process.merged.to_dict(),
+            "clocks": SYNC.report(),
+        }
         Path(options.results_file).write_text(json.dumps(result))
     if options and options.headless:
         gevent.spawn_later(0.2, environment.runner.quit)

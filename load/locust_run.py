@@ -6,12 +6,17 @@ import, which must not happen in this process (nor in pytest).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from load.plan import Plan
+from load.remote import RemoteWorkers
 from load.scenarios import CLOSE_TIMEOUT_S
 from load.stats import Tally
 
@@ -28,7 +33,13 @@ class LocustError(Exception):
     """Locust ended without a result; the text is one line naming its log."""
 
 
-def locust_command(plan: Plan, run_dir: Path, results_file: Path) -> list[str]:
+def locust_command(
+    plan: Plan,
+    run_dir: Path,
+    results_file: Path,
+    remote: RemoteWorkers | None = None,
+    progress_file: Path | None = None,
+) -> list[str]:
     run_time_s = int(plan.total_s + CLOSE_TIMEOUT_S + LOCUST_SLACK_S)
     command = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
@@ -37,33 +48,49 @@ def locust_command(plan: Plan, run_dir: Path, results_file: Path) -> list[str]:
         "--only-summary", "--results-file", str(results_file),
         "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
     ]  # fmt: skip
-    if plan.processes > 1:
+    if remote is not None:
+        command += remote.master_args()
+    elif plan.processes > 1:
         command += ["--processes", str(plan.processes)]
+    if progress_file is not None:
+        command += ["--progress-file", str(progress_file)]
     return command
 
 
-def run_locust(plan: Plan, run_dir: Path) -> Tally:
+def run_locust(
+    plan: Plan,
+    run_dir: Path,
+    *,
+    remote: RemoteWorkers | None = None,
+    progress: Callable[[Path], AbstractContextManager[Any]] | None = None,
+) -> Tally:
     """Run ``plan``; Locust's CSV, HTML and log go to ``run_dir``. Returns the tally merged
-    from every load process."""
+    from every load process; the workers' clocks (remote workers only) go to
+    ``run_dir/clocks.json`` (see ``read_clocks``). ``progress`` watches the master's
+    progress file while Locust runs."""
     run_dir.mkdir(parents=True, exist_ok=True)
     results_file = run_dir / "chatload-result.json"
     results_file.unlink(missing_ok=True)
+    progress_file = run_dir / "progress.jsonl"
+    progress_file.unlink(missing_ok=True)
     log_path = run_dir / "locust.log"
-    with log_path.open("wb") as log:
+    limit_s = plan.total_s + KILL_AFTER_S + (remote.wait_s if remote else 0.0)
+    command = locust_command(plan, run_dir, results_file, remote, progress_file)
+    watching = progress(progress_file) if progress else contextlib.nullcontext()
+    with log_path.open("wb") as log, watching:
         try:
             finished = subprocess.run(
-                locust_command(plan, run_dir, results_file),
+                command,
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 check=False,
-                timeout=plan.total_s + KILL_AFTER_S,
+                timeout=limit_s,
             )
         except subprocess.TimeoutExpired:
             raise LocustError(
-                f"Locust did not finish within {plan.total_s + KILL_AFTER_S:.0f} s "
-                f"(log: {log_path})"
+                f"Locust did not finish within {limit_s:.0f} s (log: {log_path})"
             ) from None
     if not results_file.exists():
         raise LocustError(
@@ -71,4 +98,12 @@ def run_locust(plan: Plan, run_dir: Path) -> Tally:
         )
     result = json.loads(results_file.read_text())
     results_file.unlink()
+    (run_dir / "clocks.json").write_text(json.dumps(result.get("clocks")))
     return Tally.from_dict(result["tally"])
+
+
+def read_clocks(run_dir: Path) -> dict[str, Any] | None:
+    """The remote workers' clock report of the last run in ``run_dir`` (None: no remote
+    workers)."""
+    path = run_dir / "clocks.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -16,6 +16,8 @@ from locust import events
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make `load` importable
 
+# clocksync: remote workers' clocks; webui: the web UI tab, live numbers, progress file.
+from load import clocksync, webui  # noqa: F401
 from load.gevent_users import ChatUser, add_arguments
 
 __all__ = ["ChatUser"]

@@ -8,23 +8,35 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from load.locust_run import run_locust
+from load.clock import trust_note
+from load.locust_run import read_clocks, run_locust
 from load.plan import Plan
 from load.record import ServerUsage, Stack, run_record
+from load.remote import RemoteWorkers
 from load.sampling import ServerSampler
 from load.stack import LiveStack
 
 
-def measure(plan: Plan, run_dir: Path, *, stack: Stack, live: LiveStack | None) -> dict[str, Any]:
-    """Run ``plan`` (against ``live``'s servers when given, else its own targets)."""
+def measure(
+    plan: Plan,
+    run_dir: Path,
+    *,
+    stack: Stack,
+    live: LiveStack | None,
+    remote: RemoteWorkers | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run ``plan`` (against ``live``'s servers when given, else its own targets), with
+    ``remote`` workers if given; ``progress`` watches it (see run_locust)."""
     if live is None:
-        return run_record(plan, run_locust(plan, run_dir), stack, ServerUsage())
+        tally = run_locust(plan, run_dir, remote=remote, progress=progress)
+        return with_clocks(run_record(plan, tally, stack, ServerUsage()), read_clocks(run_dir))
     plan = plan.with_targets(live.targets)
     stack = replace(stack, software=live.description)
     sampler = ServerSampler(live.processes)
     backend = ServerSampler(live.backend_processes) if live.backend_processes() else None
     with sampler, backend or contextlib.nullcontext():
-        tally = run_locust(plan, run_dir)
+        tally = run_locust(plan, run_dir, remote=remote, progress=progress)
     window = tally.window
     first = window.second(sampler.samples[0].at_ns)
     last = window.second(sampler.samples[-1].at_ns)
@@ -37,4 +49,16 @@ def measure(plan: Plan, run_dir: Path, *, stack: Stack, live: LiveStack | None) 
         rss_before_mb=sampler.rss_at(sampler.samples[0].at_ns),
         per_second=sampler.per_second(window, range(first, last + 1)),
     )
-    return run_record(plan, tally, stack, usage)
+    return with_clocks(run_record(plan, tally, stack, usage), read_clocks(run_dir))
+
+
+def with_clocks(record: dict[str, Any], clocks: dict[str, Any] | None) -> dict[str, Any]:
+    """Remote workers: each one's clock (``clock_workers``), the bound on latency accuracy
+    they imply, and a plain sentence when that bound exceeds the p50."""
+    if clocks is None:
+        return record
+    bound = clocks["latency_accuracy_ms"]
+    record["clock_workers"] = clocks["workers"]
+    record["latency_accuracy_ms"] = bound
+    record["latency_trust"] = trust_note(bound, record["latency_ms"]["p50"])
+    return record

@@ -96,6 +96,8 @@ def problems(run: Record) -> list[str]:
         )
     if not run.get("accounting_consistent", True):
         found.append("accounting inconsistent: a delivery matched no recorded send")
+    if run.get("latency_trust"):
+        found.append(run["latency_trust"])
     return found
 
 
@@ -435,15 +437,98 @@ def html_report(summary: Mapping[str, Any]) -> str:
     )
 
 
-def live_page(summary: Mapping[str, Any] | None) -> str:
-    """The Locust web UI's /chat-load page: the last merged result."""
-    if summary is None:
-        return (
-            "<p>No result yet: the chat load result appears when every user has "
+LIVE_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #1d2430;
+       padding: 0 1em; }
+h1 { font-size: 1.4em; margin-bottom: .2em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
+p.note { color: #5a6473; margin-top: 0; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(11em, 1fr)); gap: .8em; }
+.card { border: 1px solid #d6dbe3; border-radius: 8px; padding: .7em .9em; background: #f8fafc; }
+.card b { display: block; font-size: 1.5em; font-variant-numeric: tabular-nums; }
+.card span { color: #5a6473; font-size: .85em; }
+.card.bad { border-color: #d9534f; background: #fdf1f0; }
+table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
+th, td { text-align: left; padding: .35em .6em; border-bottom: 1px solid #e3e7ee; }
+th { color: #5a6473; font-weight: 600; width: 16em; }
+td.num { text-align: right; width: 10em; }
+"""
+
+
+def _card(label: str, value: str, *, bad: bool = False) -> str:
+    return (
+        f'<div class="card{" bad" if bad else ""}"><b>{html.escape(value)}</b>'
+        f"<span>{html.escape(label)}</span></div>"
+    )
+
+
+def live_page(
+    latest: Mapping[str, Any] | None,
+    result: Mapping[str, Any] | None,
+    *,
+    rows: Sequence[Mapping[str, str]] = (),
+) -> str:
+    """The Locust web UI's /chat-load page: the live numbers while a test runs, the exact
+    result when every load process has reported. Refreshes itself every two seconds."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Chat load</title>",
+        '<meta http-equiv="refresh" content="2">',
+        f"<style>{LIVE_STYLE}</style></head><body><h1>Chat load</h1>",
+    ]
+    if latest is None:
+        parts.append("<p class='note'>No test running yet: start one from the Locust UI.</p>")
+    else:
+        parts.append(
+            f"<p class='note'>{latest['elapsed_s']:.0f} of {latest['total_s']:.0f} s "
+            f"(connect, send, drain); {latest['processes']} load process(es)</p>"
+        )
+        p99 = latest["p99_ms"]
+        parts.append("<div class='cards'>")
+        parts.append(_card("delivered/s", f"{latest['delivered_per_s']:,}"))
+        parts.append(
+            _card("lost so far", f"{latest['lost_so_far']:,}", bad=latest["lost_so_far"] > 0)
+        )
+        parts.append(_card("p50 (last seconds)", _ms(latest["p50_ms"]) + " ms"))
+        parts.append(_card("p99 (last seconds)", _ms(p99) + " ms"))
+        parts.append(_card("errors", f"{latest['errors']:,}", bad=latest["errors"] > 0))
+        parts.append(_card("connected sockets", f"{latest['connected']:,}"))
+        parts.append("</div>")
+        if latest["errors_by_kind"]:
+            parts.append("<h2>Errors by kind</h2><table>")
+            parts += [
+                f"<tr><th>{html.escape(kind)}</th><td class='num'>{count:,}</td></tr>"
+                for kind, count in latest["errors_by_kind"].items()
+            ]
+            parts.append("</table>")
+        if rows:
+            parts.append("<h2>How each number is counted</h2><table>")
+            parts += [
+                f"<tr><th>{html.escape(row['measure'])}</th><td class='num'>"
+                f"{html.escape(row['value'])}</td><td>{html.escape(row['detail'])}</td></tr>"
+                for row in rows
+            ]
+            parts.append("</table>")
+    if result is None:
+        parts.append(
+            "<h2>Result</h2><p class='note'>The exact result appears when every user has "
             "finished (sending, drain, close).</p>"
         )
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in summary.items()
-    )
-    return f"<h1>Chat load result</h1><table>{rows}</table>"
+    else:
+        parts.append("<h2>Result (exact, measured window)</h2><table>")
+        for name in ("sent", "expected", "delivered", "lost", "duplicated", "leaked", "errors"):
+            parts.append(f"<tr><th>{name}</th><td class='num'>{result[name]:,}</td><td></td></tr>")
+        parts.append(
+            f"<tr><th>delivery ratio</th><td class='num'>{result['delivery_ratio']:.4f}</td>"
+            "<td></td></tr>"
+        )
+        for name, value in result["latency_ms"].items():
+            parts.append(
+                f"<tr><th>latency {name}</th><td class='num'>{_ms(value)} ms</td><td></td></tr>"
+            )
+        parts.append("</table>")
+        found = problems({**result, "layer": None, "scenario": None})
+        if found:
+            parts.append("<h2>Problems</h2><ul>")
+            parts += [f"<li>{html.escape(problem)}</li>" for problem in found]
+            parts.append("</ul>")
+    parts.append("</body></html>")
+    return "".join(parts)

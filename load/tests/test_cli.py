@@ -32,6 +32,22 @@ pytestmark = pytest.mark.load
         (["capacity", "--vary", "speed"], "invalid choice"),
         (["capacity", "--max-drop", "1.5"], "must be between 0 and 1"),
         (["capacity", "--servers", "1,0"], "'0' must be at least 1"),
+        (["run", "--target", "ws://127.0.0.1:1", "--workers", "2"], "go together"),
+        (
+            [
+                "run",
+                "--target",
+                "ws://127.0.0.1:1",
+                "--workers",
+                "2",
+                "--master-bind",
+                "127.0.0.1",
+                "--processes",
+                "2",
+            ],
+            "exclude each other",
+        ),
+        (["run", "--target", "ws://127.0.0.1:1", "--master-port", "0"], "not between 1"),
         (["fly"], "invalid choice"),
     ],
 )
@@ -122,3 +138,23 @@ def test_bench_without_redis_measures_inmemory_and_says_what_to_install(tmp_path
     assert finished.returncode == 0, finished.stderr
     assert "sudo apt-get install redis-server" in finished.stdout
     assert [run["layer"] for run in finished.summary(out)["runs"]] == ["inmemory"]
+
+
+@pytest.mark.parametrize(
+    ("master", "needle"),
+    [(":5557", "has no host"), ("host:port", "is not a port number"), ("[::1", "HOST[:PORT]")],
+)
+def test_a_bad_master_address_is_one_line(master: str, needle: str) -> None:
+    finished = run_load("worker", "--master", master)
+    assert finished.returncode == 2
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], finished.stderr
+
+
+def test_master_addresses() -> None:
+    from load.remote import master_address
+
+    assert master_address("10.0.0.5") == ("10.0.0.5", 5557)
+    assert master_address("10.0.0.5:6000") == ("10.0.0.5", 6000)
+    assert master_address("[::1]:6000") == ("::1", 6000)
+    assert master_address("::1") == ("::1", 5557)

@@ -105,10 +105,17 @@ def probe_holds(result: dict, objective: Objective) -> bool:
 
 def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path) -> None:
     """Fidelity at the limit. A short search finds InMemory's capacity; then, on a server
-    of its own: (1) the harness replays the capacity's shape while load.probe measures its
-    own small room in the same seconds: both must reach the same verdict; at 1.5 times the
-    capacity both must see the objective broken. (2) load.probe alone replays the shape:
-    it holds at the capacity and breaks at 1.5 times it."""
+    of its own, the harness replays the capacity's shape while load.probe measures a small
+    room of its own in the same seconds, and load.probe alone replays the shape.
+
+    The capacity is the highest step that passed, the next one (at most 1.2 times it)
+    failed, so at the capacity itself p99 sits near the objective by construction and one
+    slow second can tip either client over it. So the checks are: one search resolution
+    below the capacity the independent client holds the objective outright; at the
+    capacity it loses nothing, and in the same seconds as the harness its p99 agrees with
+    the harness's within 1.5 times (or 10 ms);
+    at 1.5 times the capacity the objective is broken for both clients replaying the shape,
+    and the probe's own small room sees its p99 rise."""
     objective = Objective()
     search = run_load("capacity", "--layers", "inmemory", "--out", str(tmp_path / "search"),
                       timeout=300)  # fmt: skip
@@ -117,7 +124,7 @@ def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path
     # A capacity limited by the load generator, or never reached, cannot be checked here.
     assert entry["limited_by"] in ("latency", "loss", "errors"), entry
     users, rooms, rate = entry["users"], entry["rooms"], entry["rate_per_user"]
-    verdicts = {}
+    harness_runs, alongside, alone = {}, {}, {}
     with ChatServer.start(log_dir=tmp_path / "server") as server:
         for factor in (1.0, 1.5):
             out = tmp_path / f"harness-{factor}"
@@ -129,38 +136,40 @@ def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path
             )  # fmt: skip
             # Locust starts (~1.5 s) and connects (~1.5 s), then settles 2 s: the probe
             # sends over the harness's measured window.
-            alongside = subprocess.run(
-                probe_command(server.ws_url, users=10, rooms=1, rate=1, warmup=5, duration=4),
-                cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+            alongside[factor] = json.loads(
+                subprocess.run(
+                    probe_command(server.ws_url, users=10, rooms=1, rate=1, warmup=5,
+                                  duration=4),
+                    cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+                ).stdout
             )  # fmt: skip
             _, stderr = harness.communicate(timeout=90)
             assert harness.returncode == 0, stderr
-            (run,) = json.loads((out / "summary.json").read_text())["runs"]
-            probe = json.loads(alongside.stdout)
-            alone = json.loads(
+            (harness_runs[factor],) = json.loads((out / "summary.json").read_text())["runs"]
+        for factor in (0.8, 1.0, 1.5):
+            alone[factor] = json.loads(
                 subprocess.run(
                     probe_command(server.ws_url, users=users, rooms=rooms, rate=rate * factor,
                                   warmup=2, duration=5),
                     cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
                 ).stdout
             )  # fmt: skip
-            verdicts[factor] = {
-                "harness": not objective.broken(run),
-                "probe alongside": probe_holds(probe, objective),
-                "probe alone": probe_holds(alone, objective),
-                "p99 ms": (run["latency_ms"]["p99"], probe["latency_ms"]["p99"],
-                           alone["latency_ms"]["p99"]),
-            }  # fmt: skip
-    print(f"capacity {entry['deliveries_per_s']} deliveries/s ({users} users, {rooms} rooms, "
-          f"{rate} msg/s): {verdicts}")  # fmt: skip
-    at, past = verdicts[1.0], verdicts[1.5]
-    ours, theirs = at["p99 ms"][:2]
-    # At the capacity the p99 sits near the limit by construction, where one slow moment
-    # can flip either verdict: there the two p99s must agree as figures; away from the
-    # limit, the verdicts must be the same.
-    if abs(ours - objective.p99_ms) <= 0.25 * objective.p99_ms:
-        assert abs(ours - theirs) <= 10 or 1 / 1.5 <= ours / theirs <= 1.5, verdicts
-    else:
-        assert at["harness"] == at["probe alongside"], verdicts
-    assert at["probe alone"], verdicts
-    assert not past["harness"] and not past["probe alongside"] and not past["probe alone"], verdicts
+
+    def p99(result: dict) -> float:
+        return result["latency_ms"]["p99"]
+
+    figures = {
+        "capacity": (entry["deliveries_per_s"], users, rooms, rate),
+        "harness p99": {f: p99(r) for f, r in harness_runs.items()},
+        "probe alongside p99": {f: p99(r) for f, r in alongside.items()},
+        "probe alone p99": {f: p99(r) for f, r in alone.items()},
+        "probe alone lost": {f: r["lost"] for f, r in alone.items()},
+    }
+    print(figures)  # shown with -rA, for the record
+    assert probe_holds(alone[0.8], objective), figures
+    assert alone[1.0]["lost"] == 0, figures
+    ours, theirs = p99(harness_runs[1.0]), p99(alongside[1.0])
+    assert abs(ours - theirs) <= 10 or 1 / 1.5 <= ours / theirs <= 1.5, figures
+    assert objective.broken(harness_runs[1.5]), figures
+    assert not probe_holds(alone[1.5], objective), figures
+    assert p99(alongside[1.5]) > p99(alongside[1.0]), figures
