@@ -12,9 +12,15 @@ set -euo pipefail
 out=${1:-results/capacity-versions}
 venvs=${VENVS:-.nox/capacity-venvs}
 rounds=${ROUNDS:-3}
+first=${FIRST_ROUND:-1}
 variants=("4.1.0 async" "4.2.2 async" "4.3.2 async" "4.3.2 experimental-skip-close")
+# REVERSE=1 runs the variants in the opposite order, so that a second batch shows whether
+# a variant's result depends on which one ran before it.
+if [[ ${REVERSE:-0} == 1 ]]; then
+  variants=("4.3.2 experimental-skip-close" "4.3.2 async" "4.2.2 async" "4.1.0 async")
+fi
 mkdir -p "$out"
-for round in $(seq 1 "$rounds"); do
+for round in $(seq "$first" $((first + rounds - 1))); do
   for variant in "${variants[@]}"; do
     read -r channels consumer <<<"$variant"
     name="channels-$channels-$consumer-$round"
