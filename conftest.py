@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from live import Backends, LiveChat, LiveServers, layer_param, missing_dependency
-from services import LAYERS, ROOT, Backend, MissingExecutable
+from services import LAYERS, Backend, MissingExecutable
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +37,6 @@ def backend_for(_backends: Backends):
     return get
 
 
-# The load scenarios (load/tests) were written for these three layers; taking them to the
-# others is part of the load work of issue #10, done separately, so until it lands they
-# keep to these. Every other test that asks for ``layer`` runs on all of LAYERS.
-LOAD_TEST_LAYERS = ("inmemory", "redis", "redis-pubsub")
-LOAD_TESTS = ROOT / "load"
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run each test that uses ``layer`` once per channel layer, unless it parametrizes
     ``layer`` itself."""
@@ -53,8 +46,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = mark.args[0]
         if "layer" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
             return
-    layers = LOAD_TEST_LAYERS if metafunc.definition.path.is_relative_to(LOAD_TESTS) else LAYERS
-    metafunc.parametrize("layer", [layer_param(name) for name in layers], indirect=True)
+    metafunc.parametrize("layer", [layer_param(name) for name in LAYERS], indirect=True)
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 nox -s tests          everything CI runs: app, browser and load smoke tests
 nox -s unit           the fast consumer tests, no browser
 nox -s e2e            the browser suite only
-nox -s bench -- ...   the layer benchmark (python -m load bench ...)
+nox -s bench          the main job: capacity of each layer, with charts
+nox -s capacity -- ... python -m load capacity ...
 nox -s serve -- ...   the chat on http://127.0.0.1:8000 (python services.py serve ...)
 nox -s lint           ruff
 nox -s compat         the version matrix (opt-in, slow)
@@ -45,11 +46,32 @@ def e2e(session: nox.Session) -> None:
     session.run("pytest", "e2e", "app/chat/tests.py", *session.posargs)
 
 
+# The main job: the capacity of the three everyday layers, the Redis layers also on two
+# servers (a layer that crosses processes should gain from a second one). About 5 minutes.
+MAIN_JOB = ("capacity", "--layers", "inmemory,redis,redis-pubsub", "--servers", "1,2")
+LOAD_COMMANDS = ("run", "bench", "capacity")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The layer benchmark; arguments go to `python -m load bench` (try `-- --help`)."""
+    """The main job: capacity per layer, with charts (`python -m load capacity ...`).
+
+    Arguments go to that search (`-- --repeat 3`); arguments that start with a command go
+    to it instead: `-- bench --layers redis` is the single-load-point benchmark,
+    `-- run --target ws://...` loads a server you started.
+    """
     install_project(session)
-    session.run("python", "-m", "load", "bench", *session.posargs)
+    if session.posargs[:1] and session.posargs[0] in LOAD_COMMANDS:
+        session.run("python", "-m", "load", *session.posargs)
+    else:
+        session.run("python", "-m", "load", *MAIN_JOB, *session.posargs)
+
+
+@nox.session
+def capacity(session: nox.Session) -> None:
+    """`python -m load capacity ...`: how much each layer holds (try `-- --help`)."""
+    install_project(session)
+    session.run("python", "-m", "load", "capacity", *session.posargs)
 
 
 @nox.session

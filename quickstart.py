@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The README's two commands, on a fresh Debian/Ubuntu machine with only Python 3:
 
-    python3 quickstart.py bench    # benchmark the channel layers side by side
+    python3 quickstart.py bench    # how much each channel layer holds, side by side (~5 min)
     python3 quickstart.py tests    # the whole test suite (what CI runs)
 
 It installs the system packages the command needs when they are missing and it may

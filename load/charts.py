@@ -66,6 +66,24 @@ def _stack_name(run: Record) -> str:
     return "-".join(parts)
 
 
+def _styled(names: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """Each series' colour and legend label: one colour per stack, so the repeats of one
+    stack (searches "redis-1", "redis-2", ...) share a colour and a single legend entry."""
+    stacks: dict[str, str] = {}
+    styled = {}
+    for name in names:
+        stack = re.sub(r"-\d+$", "", name)
+        first = stack not in stacks
+        color = stacks.setdefault(stack, COLORS[len(stacks) % len(COLORS)])
+        styled[name] = (color, stack if first else None)
+    return styled
+
+
+def _legend(axes: plt.Axes) -> None:
+    """Outside the plot, on the right: the lines stay visible however many stacks."""
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
 _THOUSANDS = FuncFormatter(lambda value, _pos: f"{value:,.0f}")
 _PLAIN = FuncFormatter(lambda value, _pos: f"{value:,.4g}")
 
@@ -82,12 +100,14 @@ def latency_against_load(runs: Sequence[Record], slo_ms: float | None) -> str:
     if not series:
         return ""
     figure, axes = plt.subplots(figsize=(7.5, 4))
-    for index, (name, steps) in enumerate(series.items()):
-        color = COLORS[index % len(COLORS)]
+    styled = _styled(list(series))
+    for name, steps in series.items():
+        color, label = styled[name]
         x = [r["offered_deliveries_per_s"] for r in steps]
         for name_p, style in (("p99", "-"), ("p50", "--")):
             y = [r["latency_ms"][name_p] for r in steps]
-            axes.plot(x, y, style, marker="o", markersize=3, color=color, label=f"{name} {name_p}")
+            axes.plot(x, y, style, marker="o", markersize=3, color=color,
+                      label=f"{label} {name_p}" if label else None)  # fmt: skip
     if slo_ms:
         axes.axhline(slo_ms, color="#b00", linewidth=0.8, linestyle=":")
         axes.annotate(
@@ -102,8 +122,8 @@ def latency_against_load(runs: Sequence[Record], slo_ms: float | None) -> str:
     axes.set_xlabel("offered deliveries per second")
     axes.set_ylabel("delivery latency, ms (log)")
     axes.xaxis.set_major_formatter(_THOUSANDS)
-    axes.set_title("Latency against offered load")
-    axes.legend(fontsize=7, ncol=2)
+    axes.set_title("Latency against offered load (p99 solid, p50 dashed)")
+    _legend(axes)
     return _svg(figure, "Latency against offered load")
 
 
@@ -114,18 +134,20 @@ def delivered_against_offered(runs: Sequence[Record]) -> str:
         return ""
     figure, axes = plt.subplots(figsize=(7.5, 4))
     top = 0.0
-    for index, (name, steps) in enumerate(series.items()):
+    styled = _styled(list(series))
+    for name, steps in series.items():
+        color, label = styled[name]
         x = [r["offered_deliveries_per_s"] for r in steps]
         y = [r["delivered_per_s"] for r in steps]
         top = max(top, *x, *y)
-        axes.plot(x, y, marker="o", markersize=3, color=COLORS[index % len(COLORS)], label=name)
+        axes.plot(x, y, marker="o", markersize=3, color=color, label=label)
     axes.plot([0, top], [0, top], color="#888", linewidth=0.8, linestyle=":", label="y = x")
     axes.set_xlabel("offered deliveries per second")
     axes.set_ylabel("delivered per second")
     axes.xaxis.set_major_formatter(_THOUSANDS)
     axes.yaxis.set_major_formatter(_THOUSANDS)
     axes.set_title("Delivered against offered")
-    axes.legend(fontsize=7)
+    _legend(axes)
     return _svg(figure, "Delivered against offered")
 
 
@@ -135,15 +157,17 @@ def loss_against_offered(runs: Sequence[Record]) -> str:
     if not series:
         return ""
     figure, axes = plt.subplots(figsize=(7.5, 3.2))
-    for index, (name, steps) in enumerate(series.items()):
+    styled = _styled(list(series))
+    for name, steps in series.items():
+        color, label = styled[name]
         x = [r["offered_deliveries_per_s"] for r in steps]
         y = [100 * r["lost"] / r["expected"] if r["expected"] else 0.0 for r in steps]
-        axes.plot(x, y, marker="o", markersize=3, color=COLORS[index % len(COLORS)], label=name)
+        axes.plot(x, y, marker="o", markersize=3, color=color, label=label)
     axes.set_xlabel("offered deliveries per second")
     axes.set_ylabel("lost, % of expected")
     axes.xaxis.set_major_formatter(_THOUSANDS)
     axes.set_title("Messages lost against offered load")
-    axes.legend(fontsize=7)
+    _legend(axes)
     return _svg(figure, "Messages lost against offered load")
 
 
@@ -152,20 +176,22 @@ def latency_cdf(runs_by_name: Mapping[str, Record], title: str) -> str:
     if not runs_by_name:
         return ""
     figure, axes = plt.subplots(figsize=(7.5, 3.6))
-    for index, (name, run) in enumerate(runs_by_name.items()):
+    styled = _styled(list(runs_by_name))
+    for name, run in runs_by_name.items():
         points = run.get("latency_cdf") or []
         if not points:
             continue
+        color, label = styled[name]
         x = [point[0] for point in points]
         y = [point[1] for point in points]
-        axes.step(x, y, where="post", color=COLORS[index % len(COLORS)], label=name)
+        axes.step(x, y, where="post", color=color, label=label)
     axes.set_xscale("log")
     axes.xaxis.set_major_formatter(_PLAIN)
     axes.set_xlabel("delivery latency, ms (log)")
     axes.set_ylabel("share of deliveries at or below")
     axes.set_ylim(0, 1.01)
     axes.set_title(title)
-    axes.legend(fontsize=7)
+    _legend(axes)
     return _svg(figure, title)
 
 

@@ -1,4 +1,5 @@
-"""Short real runs: each scenario on each layer delivers everything and leaks nothing;
+"""Short real runs: each scenario on each of the six layers delivers everything and leaks
+nothing (or does what the README says the layer does instead);
 the counters stay exact with several Locust processes; 200+ sockets per Redis layer."""
 
 from __future__ import annotations
@@ -61,7 +62,15 @@ def test_scenario_delivers_everything_without_leaks(
     )
     (run,) = summary["runs"]
     assert run["scenario"] == scenario
-    assert_clean(run)
+    if (layer, scenario) == ("nats", "isolation"):
+        # A third of the isolation rooms end in "." (x-1.), which NATS cannot take as a
+        # subject token: their handshakes fail (README, "Layers"); the rest stay exact.
+        refused_users = 8  # rooms 1, 4, 7, 10 of 12, two users each
+        assert set(run["errors_by_kind"]) == {"handshake_rejected"}, run["errors_by_kind"]
+        assert run["connects"] == 24 - refused_users
+        assert_clean({**run, "errors": 0})
+    else:
+        assert_clean(run)
     assert run["server_cpu_s"] is None  # run cannot know the server's process
     if scenario == "idle":
         assert run["sent"] == 0 and run["connects"] == 30
