@@ -57,14 +57,47 @@ def read_searches(root: Path) -> list[Search]:
     return searches
 
 
-def common_rate(searches: Sequence[Search]) -> float | None:
-    """The highest ramp rate every search passed (the ramps start alike and double)."""
+def common_rates(searches: Sequence[Search]) -> list[float]:
+    """The ramp rates every search passed (the ramps start alike and double), lowest first."""
     held = [
         {r["rate_per_user"] for r in s.runs if r["passed"] and r["phase"] in ("ramp", "confirm")}
         for s in searches
     ]
-    common = set.intersection(*held) if held else set()
-    return max(common) if common else None
+    return sorted(set.intersection(*held)) if held else []
+
+
+def common_rate(searches: Sequence[Search]) -> float | None:
+    """The highest ramp rate every search passed."""
+    rates = common_rates(searches)
+    return rates[-1] if rates else None
+
+
+def cost_table(searches: Sequence[Search]) -> str:
+    """Median server CPU µs per delivery of each variant at every load all searches held,
+    with its ratio to the first variant: fixed costs weigh more at a lower load."""
+    rates = common_rates(searches)
+    variants: dict[tuple[str, str], list[Search]] = {}
+    for search in searches:
+        variants.setdefault(search.variant, []).append(search)
+    offered = {
+        rate: next(r for r in searches[0].runs if r["rate_per_user"] == rate)[
+            "offered_deliveries_per_s"
+        ]
+        for rate in rates
+    }
+    lines = [
+        "| channels | consumer | "
+        + " | ".join(f"µs/delivery at {offered[rate]:,.0f}/s (ratio)" for rate in rates)
+        + " |",
+        "|---|---|" + "---|" * len(rates),
+    ]
+    base = None
+    for (channels, consumer), group in variants.items():
+        medians = [_median([cost_at(s, rate) for s in group]) for rate in rates]
+        base = base or medians
+        cells = [f"{_num(m)} ({_ratio(m, b)})" for m, b in zip(medians, base, strict=True)]
+        lines.append(f"| {channels} | {consumer} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def cost_at(search: Search, rate: float) -> float | None:
@@ -133,6 +166,8 @@ def main(argv: Sequence[str]) -> int:
         print(f"no capacity summaries under {root}", file=sys.stderr)
         return 1
     print(table(searches))
+    print()
+    print(cost_table(searches))
     return 0
 
 
