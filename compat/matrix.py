@@ -43,6 +43,10 @@ UNINSTALLABLE: tuple[tuple[Mapping[str, str], str], ...] = (
 LEFT_OUT: tuple[tuple[Mapping[str, str], tuple[str, ...], str], ...] = (
     ({"channels": "4.1"}, ("channels-nats",), "channels-nats 0.6.1 requires channels >= 4.2.1"),
 )
+# The layer (the `layer` fixture's id) each left-out package provides: a cell without the
+# package deselects that layer's tests, which could only fail on the missing import.
+LAYER_OF_PACKAGE = {"channels-nats": "nats", "channels-postgres": "postgres",
+                    "channels-rabbitmq": "rabbitmq", "channels-redis": "redis"}  # fmt: skip
 
 # A cell's name joins package and series: Django4.2-channels4.3-channels-redis4.2-redis6.
 PACKAGES = tuple(AXES)
@@ -64,6 +68,22 @@ class Cell:
 def series_requirement(package: str, series: str) -> str:
     """``Django~=4.2.0`` (any 4.2.x) for "4.2"; ``redis~=5.0`` (any 5.x) for "5"."""
     return f"{package}~={series}.0"
+
+
+def pytest_args_for(cell: Cell, pytest_args: tuple[str, ...]) -> tuple[str, ...]:
+    """``pytest_args`` with the tests of layers the cell lacks deselected: its ``-k``
+    expression (pytest keeps only the last ``-k``) gains ``and not <layer>``."""
+    layers = [LAYER_OF_PACKAGE[p] for p in cell.without if p in LAYER_OF_PACKAGE]
+    if not layers:
+        return pytest_args
+    extra = " and ".join(f"not {layer}" for layer in layers)
+    args = list(pytest_args)
+    if "-k" in args:
+        index = len(args) - 1 - args[::-1].index("-k")
+        args[index + 1] = f"({args[index + 1]}) and {extra}"
+    else:
+        args += ["-k", extra]
+    return tuple(args)
 
 
 def _applies(rule: Mapping[str, str], series: Mapping[str, str]) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from compat import RESULTS_DIR_VARIABLE
-from compat.matrix import PACKAGES, Cell, project_requirements
+from compat.matrix import PACKAGES, Cell, project_requirements, pytest_args_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -381,7 +381,7 @@ def run_cell(
         venv_python,
         "-m",
         "pytest",
-        *pytest_args,
+        *pytest_args_for(cell, pytest_args),
         "-p",
         PYTEST_PLUGIN,
         "-p",

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from compat import report
-from compat.matrix import all_cells, make_cell, matrix_notes, project_requirements
+from compat.matrix import (
+    all_cells,
+    make_cell,
+    matrix_notes,
+    project_requirements,
+    pytest_args_for,
+)
 from compat.run import CellResult, read_capacity
 
 ENTRY = {
@@ -126,3 +132,12 @@ def test_the_capacity_column_appears_only_with_capacity():
     assert report.CAPACITY_COLUMN in header
     assert "| 3,000/s · 200 µs |" in with_capacity
     assert "python -m load capacity --layers inmemory" in with_capacity
+
+
+def test_a_cell_without_channels_nats_deselects_the_nats_tests():
+    cell = make_cell({"Django": "5.2", "channels": "4.1", "channels-redis": "4.2", "redis": "8"})
+    args = pytest_args_for(cell, ("-m", "compat", "-k", "not inmemory"))
+    assert args == ("-m", "compat", "-k", "(not inmemory) and not nats")
+    assert pytest_args_for(cell, ("-m", "compat")) == ("-m", "compat", "-k", "not nats")
+    whole = make_cell({"Django": "5.2", "channels": "4.3", "channels-redis": "4.3", "redis": "8"})
+    assert pytest_args_for(whole, ("-m", "compat")) == ("-m", "compat")
