@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="after each cell's tests, a short InMemory capacity search in the cell's "
         "virtualenv (python -m load capacity): the table gains the cell's deliveries/s and "
-        "server CPU µs per delivery (about a minute more per cell)",
+        "server CPU µs per delivery (about 70 s more per cell)",
     )
     parser.add_argument(
         "--capacity-args",
