@@ -65,6 +65,7 @@ __all__ = [
     "ASGI_SERVERS",
     "CONSUMERS",
     "DEBIAN_PACKAGES",
+    "EXPERIMENTAL_CONSUMERS",
     "LAYERS",
     "LOOPBACK",
     "REDIS_LAYERS",
@@ -91,6 +92,7 @@ __all__ = [
 ]
 
 CONSUMERS = environment.CONSUMERS
+EXPERIMENTAL_CONSUMERS = tuple(environment.EXPERIMENTAL_CONSUMERS)
 ASGI_SERVERS = ("daphne", "uvicorn")
 # Uvicorn's WebSocket implementation, chosen rather than left to --ws auto: the
 # Sans-I/O protocol of the websockets library, which is what `auto` picks in uvicorn
@@ -115,6 +117,10 @@ def chat_environment(
     backend (``Backend.env``: the layer's URL variable). ``redis_url`` is the old way of
     giving ``backend_env={"REDIS_URL": ...}``."""
     env = {"CHANNEL_LAYER": layer, "CHAT_CONSUMER": consumer, **(backend_env or {})}
+    if consumer in environment.EXPERIMENTAL_CONSUMERS:
+        # An experimental consumer lives under load/experiments/, outside app/: the server
+        # (run from app/) finds it on the repository's root.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
     env.update(extra or {})

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from compat import report
-from compat.matrix import Cell, all_cells, custom_cell, newer_releases
-from compat.run import DEFAULT_PYTEST_ARGS, ROOT, run_cell
+from compat.matrix import Cell, all_cells, custom_cell, matrix_notes, newer_releases
+from compat.run import DEFAULT_CAPACITY_ARGS, DEFAULT_PYTEST_ARGS, ROOT, run_cell
 from services import RedisServer, ServiceError
 
 
@@ -67,6 +67,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="interpreter the cells' virtualenvs are made from (default: this one)",
     )
     parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="after each cell's tests, a short InMemory capacity search in the cell's "
+        "virtualenv (python -m load capacity): the table gains the cell's deliveries/s and "
+        "server CPU µs per delivery (about 70 s more per cell)",
+    )
+    parser.add_argument(
+        "--capacity-args",
+        default=shlex.join(DEFAULT_CAPACITY_ARGS),
+        help="what --capacity passes to `python -m load capacity` (default: %(default)s)",
+    )
+    parser.add_argument(
         "--no-newer-check",
         action="store_true",
         help="skip asking the index whether a newer series of a package is out",
@@ -101,6 +113,7 @@ def run_matrix(
     out_dir = args.out or ROOT / "results" / ("compat-selected" if narrowed else "compat")
     log_root = out_dir / "cells"
     pytest_args = tuple(shlex.split(args.pytest_args))
+    capacity_args = tuple(shlex.split(args.capacity_args)) if args.capacity else None
     started = time.monotonic()
     meta = {
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -116,11 +129,13 @@ def run_matrix(
             [uv, "--version"], capture_output=True, text=True, check=True, timeout=30
         ).stdout.strip(),
         "pytest_args": list(pytest_args),
+        "capacity_args": list(capacity_args) if capacity_args is not None else None,
         "redis": redis_origin,
         "cells_planned": len(cells),
         "wall_s": 0.0,
         "log_root": os.path.relpath(log_root, ROOT),
-        "notes": [] if args.no_newer_check else newer_releases(args.python),
+        "notes": ([] if args.cell else matrix_notes())
+        + ([] if args.no_newer_check else newer_releases(args.python)),
     }
     for note in meta["notes"]:
         print(f"note: {note}", flush=True)
@@ -137,11 +152,13 @@ def run_matrix(
             log_root=log_root,
             pytest_args=pytest_args,
             test_timeout_s=args.timeout,
+            capacity_args=capacity_args,
         )
         results.append(result)
         print(
             f"{report.MARK[result.outcome]} in {result.install_s + result.test_s:.0f} s"
-            + (f": {result.reason}" if result.reason else f"; {report.delivery_text(result)}"),
+            + (f": {result.reason}" if result.reason else f"; {report.delivery_text(result)}")
+            + (f"; capacity {report.capacity_text(result)}" if capacity_args is not None else ""),
             flush=True,
         )
         meta["wall_s"] = round(time.monotonic() - started, 1)

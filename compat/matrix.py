@@ -14,16 +14,39 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 # Django 6 needs Python 3.12, beyond the Python this matrix runs on; redis-py runs from
 # pyproject.toml's floor (5) to the newest major on PyPI when this was written (8).
 # `python -m compat` warns in the report when a newer series of any axis is released.
 AXES: dict[str, tuple[str, ...]] = {
     "Django": ("4.2", "5.2"),
-    "channels": ("4.2", "4.3"),
+    # 4.1 is the last series without the per-event thread hop 4.2 added to consumers'
+    # dispatch; with `--capacity` its cells show what that hop costs.
+    "channels": ("4.1", "4.2", "4.3"),
     "channels-redis": ("4.2", "4.3"),
     "redis": ("5", "6", "7", "8"),
 }
+
+# Combinations no one can install, left out of the matrix rather than shown red forever:
+# the series they pin, and the reason the report gives.
+UNINSTALLABLE: tuple[tuple[Mapping[str, str], str], ...] = (
+    (
+        {"channels": "4.1", "channels-redis": "4.3"},
+        "channels-redis 4.3 requires channels >= 4.2.2",
+    ),
+)
+
+# Dependencies of the project that some cells install without, because they do not admit
+# the cell's pins: the series they apply to, the packages left out, and why. The layers
+# those packages provide are then missing in the cell (its tests use the Redis layers).
+LEFT_OUT: tuple[tuple[Mapping[str, str], tuple[str, ...], str], ...] = (
+    ({"channels": "4.1"}, ("channels-nats",), "channels-nats 0.6.1 requires channels >= 4.2.1"),
+)
+# The layer (the `layer` fixture's id) each left-out package provides: a cell without the
+# package deselects that layer's tests, which could only fail on the missing import.
+LAYER_OF_PACKAGE = {"channels-nats": "nats", "channels-postgres": "postgres",
+                    "channels-rabbitmq": "rabbitmq", "channels-redis": "redis"}  # fmt: skip
 
 # A cell's name joins package and series: Django4.2-channels4.3-channels-redis4.2-redis6.
 PACKAGES = tuple(AXES)
@@ -38,6 +61,8 @@ class Cell:
     name: str
     series: Mapping[str, str]
     requirements: tuple[str, ...]
+    # pyproject.toml's dependencies this cell installs without (see LEFT_OUT).
+    without: tuple[str, ...] = ()
 
 
 def series_requirement(package: str, series: str) -> str:
@@ -45,19 +70,82 @@ def series_requirement(package: str, series: str) -> str:
     return f"{package}~={series}.0"
 
 
+def pytest_args_for(cell: Cell, pytest_args: tuple[str, ...]) -> tuple[str, ...]:
+    """``pytest_args`` with the tests of layers the cell lacks deselected: its ``-k``
+    expression (pytest keeps only the last ``-k``) gains ``and not <layer>``."""
+    layers = [LAYER_OF_PACKAGE[p] for p in cell.without if p in LAYER_OF_PACKAGE]
+    if not layers:
+        return pytest_args
+    extra = " and ".join(f"not {layer}" for layer in layers)
+    args = list(pytest_args)
+    if "-k" in args:
+        index = len(args) - 1 - args[::-1].index("-k")
+        args[index + 1] = f"({args[index + 1]}) and {extra}"
+    else:
+        args += ["-k", extra]
+    return tuple(args)
+
+
+def _applies(rule: Mapping[str, str], series: Mapping[str, str]) -> bool:
+    return all(series.get(package) == wanted for package, wanted in rule.items())
+
+
 def make_cell(series: Mapping[str, str]) -> Cell:
     """The cell for one series of each package."""
     requirements = tuple(series_requirement(package, series[package]) for package in PACKAGES)
     name = "-".join(f"{package}{series[package]}" for package in PACKAGES)
-    return Cell(name, dict(series), requirements)
+    without = tuple(
+        package for rule, packages, _ in LEFT_OUT if _applies(rule, series) for package in packages
+    )
+    return Cell(name, dict(series), requirements, without)
+
+
+def uninstallable(series: Mapping[str, str]) -> str | None:
+    """Why no one can install this combination, or None when it can be."""
+    return next((why for rule, why in UNINSTALLABLE if _applies(rule, series)), None)
 
 
 def all_cells() -> list[Cell]:
-    """Every combination of AXES, Django varying slowest and redis-py fastest."""
-    return [
-        make_cell(dict(zip(PACKAGES, combination, strict=True)))
+    """Every installable combination of AXES, Django varying slowest and redis-py fastest."""
+    combinations = (
+        dict(zip(PACKAGES, combination, strict=True))
         for combination in itertools.product(*AXES.values())
+    )
+    return [make_cell(series) for series in combinations if uninstallable(series) is None]
+
+
+def matrix_notes() -> list[str]:
+    """What the matrix leaves out, and why, for the report."""
+    notes = [f"not in the matrix: {_rule_text(rule)} ({why})" for rule, why in UNINSTALLABLE]
+    notes += [
+        f"{_rule_text(rule)} cells install the project without {', '.join(packages)} ({why})"
+        for rule, packages, why in LEFT_OUT
     ]
+    return notes
+
+
+def _rule_text(rule: Mapping[str, str]) -> str:
+    return " with ".join(f"{package} {series}" for package, series in rule.items())
+
+
+def project_requirements(pyproject: Path, *, without: Iterable[str] = ()) -> list[str]:
+    """pyproject.toml's dependencies and its ``test`` extra, less the packages ``without``
+    names: what a cell with LEFT_OUT packages installs instead of the whole project."""
+    # Imported here: tomllib is Python 3.11+, and only cells with LEFT_OUT packages need it.
+    import tomllib
+
+    left_out = {_normalized(package) for package in without}
+    project = tomllib.loads(pyproject.read_text())["project"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    return [r for r in requirements if _normalized(_requirement_name(r)) not in left_out]
+
+
+def _requirement_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=~!;@]", requirement.strip(), maxsplit=1)[0]
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def custom_cell(requirements: Iterable[str]) -> Cell:

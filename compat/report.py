@@ -37,6 +37,9 @@ DETAIL_COLUMNS = (
 )
 
 
+CAPACITY_COLUMN = "InMemory capacity (deliveries/s · server µs/delivery)"
+
+
 def _md(text: str) -> str:
     """Text that cannot break a Markdown table row."""
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
@@ -60,6 +63,24 @@ def delivery_text(result: CellResult) -> str:
         users = f" ({run['users']} users)" if run.get("users") is not None else ""
         parts.append(f"{run['label']} {run['delivery_ratio']:.3f}{users}")
     return " · ".join(parts)
+
+
+def capacity_text(result: CellResult) -> str:
+    """``3,210/s · 182 µs`` (deliveries per second at capacity, server CPU per delivery),
+    the reason there is none, or a dash for a cell that ran no search."""
+    capacity = result.capacity
+    if not capacity:
+        return "—"
+    if capacity.get("error"):
+        return f"none: {capacity['error']}"
+    cost = capacity.get("server_cpu_us_per_delivery")
+    text = f"{capacity['deliveries_per_s']:,.0f}/s · " + (
+        f"{cost:,.0f} µs" if cost is not None else "? µs"
+    )
+    # A search that never failed, or hit the load generator's limit, gives a lower bound.
+    if capacity.get("limited_by") in ("max", "client"):
+        text = "≥ " + text + f" ({capacity['limited_by']})"
+    return text
 
 
 def reason_text(result: CellResult) -> str:
@@ -122,29 +143,35 @@ def markdown(results: Sequence[CellResult], meta: Mapping[str, Any]) -> str:
     ]
     grid_lines = grid(results)
     lines += [*grid_lines, ""] if grid_lines else []
+    with_capacity = meta.get("capacity_args") is not None
+    columns = list(DETAIL_COLUMNS)
+    if with_capacity:
+        columns.insert(columns.index("time"), CAPACITY_COLUMN)
+        lines += [
+            f"{CAPACITY_COLUMN}: `python -m load capacity {shlex.join(meta['capacity_args'])}` "
+            "in the cell's virtualenv after its tests: deliveries/s at the highest load with "
+            "p99 ≤ 100 ms, no loss and no errors, and the server's CPU µs per delivery. One "
+            "search per cell on a shared machine: compare cells of one run, as ratios.",
+            "",
+        ]
     lines += [
-        "| " + " | ".join(DETAIL_COLUMNS) + " |",
-        "|" + "---|" * len(DETAIL_COLUMNS),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     for r in results:
         versions = [r.versions.get(p) or wanted_version(r, p) for p in PACKAGES]
-        seconds = f"{r.install_s + r.test_s:.0f} s"
-        lines.append(
-            "| "
-            + " | ".join(
-                _md(text)
-                for text in (
-                    r.cell,
-                    *versions,
-                    MARK.get(r.outcome, r.outcome),
-                    tests_text(r),
-                    delivery_text(r),
-                    seconds,
-                    reason_text(r),
-                )
-            )
-            + " |"
-        )
+        seconds = f"{r.install_s + r.test_s + r.capacity_s:.0f} s"
+        texts = [
+            r.cell,
+            *versions,
+            MARK.get(r.outcome, r.outcome),
+            tests_text(r),
+            delivery_text(r),
+            *([capacity_text(r)] if with_capacity else []),
+            seconds,
+            reason_text(r),
+        ]
+        lines.append("| " + " | ".join(_md(text) for text in texts) + " |")
     if meta.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {_md(note)}" for note in meta["notes"]]
     lines += [

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from compat import RESULTS_DIR_VARIABLE
-from compat.matrix import PACKAGES, Cell
+from compat.matrix import PACKAGES, Cell, project_requirements, pytest_args_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +34,13 @@ DEFAULT_PYTEST_ARGS = ("-m", "compat", "-k", "not inmemory")
 PYTEST_PLUGIN = "compat.pytest_plugin"
 
 INSTALL_TIMEOUT_S = 600.0
+
+# `--capacity`: a short InMemory capacity search per cell, in the cell's virtualenv. The
+# search's defaults (100 users in 10 rooms from 1 msg/s, doubling, then narrowing; steps of
+# 2 s warm-up and 3 s measured) take about a minute; five ramp steps reach 16 times the
+# start, past what one InMemory Daphne holds on two cores.
+DEFAULT_CAPACITY_ARGS = ("--layers", "inmemory", "--ramp-steps", "5")
+CAPACITY_TIMEOUT_S = 600.0
 # Longest one reason line may be in the table (the logs keep the rest).
 REASON_CHARS = 240
 
@@ -56,6 +63,9 @@ class CellResult:
     install_s: float = 0.0
     test_s: float = 0.0
     log_dir: str = ""
+    # With --capacity: the cell's capacity entry (read_capacity), or {"error": reason}.
+    capacity: dict[str, Any] | None = None
+    capacity_s: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -157,6 +167,66 @@ def read_delivery(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return sorted(runs, key=lambda run: run["label"]), problems
 
 
+def read_capacity(summary_path: Path) -> dict[str, Any]:
+    """The first capacity entry of a ``python -m load capacity`` summary.json, reduced to
+    what the matrix shows; raises ValueError with the reason it cannot."""
+    try:
+        summary = json.loads(summary_path.read_text())
+    except OSError as error:
+        raise ValueError(f"no capacity summary ({error.strerror or error})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"capacity summary is not JSON ({error.msg})") from None
+    entries = summary.get("capacity") if isinstance(summary, dict) else None
+    if not entries or not isinstance(entries[0], dict):
+        raise ValueError("capacity summary has no capacity entry")
+    entry = entries[0]
+    keys = (
+        "layer",
+        "consumer",
+        "deliveries_per_s",
+        "server_cpu_us_per_delivery",
+        "limited_by",
+        "users",
+        "rooms",
+        "rate_per_user",
+    )
+    capacity = {key: entry.get(key) for key in keys}
+    if capacity["deliveries_per_s"] is None:
+        # The first step already broke the objective: say what broke, not "0".
+        past = entry.get("past_capacity") or {}
+        capacity["error"] = one_line(
+            f"not even the first step held ({entry.get('limited_by')}"
+            + (f": {past['behaviour']}" if past.get("behaviour") else "")
+            + ")"
+        )
+    return capacity
+
+
+def run_capacity(
+    *, venv_python: str, log_dir: Path, env: dict[str, str], args: tuple[str, ...]
+) -> tuple[dict[str, Any], float]:
+    """A capacity search with the cell's interpreter; (its reduced entry, seconds). A
+    search that fails gives ``{"error": reason}``: the capacity is a measurement, so it
+    never turns a cell red."""
+    out = log_dir / "capacity"
+    command = [venv_python, "-m", "load", "capacity", *args, "--out", str(out)]
+    started = time.monotonic()
+    code, output = _run_logged(
+        command, log=log_dir / "capacity.log", timeout_s=CAPACITY_TIMEOUT_S, env=env
+    )
+    seconds = round(time.monotonic() - started, 1)
+    if code is None:
+        return {"error": f"capacity search did not finish within {CAPACITY_TIMEOUT_S:.0f} s"}, (
+            seconds
+        )
+    if code != 0:
+        return {"error": "capacity search failed: " + output_error_line(output)}, seconds
+    try:
+        return read_capacity(out / "summary.json"), seconds
+    except ValueError as error:
+        return {"error": str(error)}, seconds
+
+
 def server_errors(basetemp: Path, top: int = 3) -> list[tuple[str, int]]:
     """The most frequent ERROR lines in the Daphne logs the tests left (services.py writes
     them as daphne-<port>.log under pytest's temporary directory), with their counts."""
@@ -224,9 +294,11 @@ def run_cell(
     log_root: Path,
     pytest_args: tuple[str, ...] = DEFAULT_PYTEST_ARGS,
     test_timeout_s: float = 900.0,
+    capacity_args: tuple[str, ...] | None = None,
 ) -> CellResult:
     """Install ``cell`` into a fresh virtualenv and run the tests against the Redis at
-    ``redis_url``; never raises for a red cell."""
+    ``redis_url``, then, given ``capacity_args``, a capacity search; never raises for a
+    red cell."""
     log_dir = log_root / cell.name
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
@@ -252,6 +324,14 @@ def run_cell(
     venv_python = str(venv / "bin" / "python")
     # The project's own dependency ranges and test tools come from pyproject.toml, so a cell
     # also checks that pyproject admits the combination; the cell's pins narrow them.
+    project: list[str] = ["-r", str(ROOT / "pyproject.toml"), "--extra", "test"]
+    if cell.without:
+        # pyproject.toml's ranges less the packages that exclude this cell's pins.
+        requirements = log_dir / "requirements.txt"
+        requirements.write_text(
+            "\n".join(project_requirements(ROOT / "pyproject.toml", without=cell.without)) + "\n"
+        )
+        project = ["-r", str(requirements)]
     install = [
         uv,
         "pip",
@@ -260,10 +340,7 @@ def run_cell(
         "never",
         "--python",
         venv_python,
-        "-r",
-        str(ROOT / "pyproject.toml"),
-        "--extra",
-        "test",
+        *project,
         *cell.requirements,
     ]
     code, output = _run_logged(install, log=log_dir / "install.log", timeout_s=INSTALL_TIMEOUT_S)
@@ -304,7 +381,7 @@ def run_cell(
         venv_python,
         "-m",
         "pytest",
-        *pytest_args,
+        *pytest_args_for(cell, pytest_args),
         "-p",
         PYTEST_PLUGIN,
         "-p",
@@ -319,6 +396,10 @@ def run_cell(
     result.test_s = round(time.monotonic() - started, 1)
     result.delivery, problems = read_delivery(results_dir)
     result.server_errors = server_errors(basetemp)
+    if capacity_args is not None and code is not None:
+        result.capacity, result.capacity_s = run_capacity(
+            venv_python=venv_python, log_dir=log_dir, env=env, args=capacity_args
+        )
 
     if code is None:
         result.outcome = "timed-out"

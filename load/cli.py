@@ -51,7 +51,7 @@ from load.remote import (
 from load.search import Objective
 from load.stack import StackError
 from load.wire import Connection, WireError
-from services import ASGI_SERVERS, CONSUMERS, LAYERS
+from services import ASGI_SERVERS, CONSUMERS, EXPERIMENTAL_CONSUMERS, LAYERS
 
 EXIT_FAILED = 1
 EXIT_REGRESSION = 3
@@ -129,9 +129,11 @@ def _stack_options(sub: argparse.ArgumentParser, *, several_servers: bool) -> No
     )
     sub.add_argument(
         "--consumer",
-        choices=CONSUMERS,
+        choices=(*CONSUMERS, *EXPERIMENTAL_CONSUMERS),
         default="async",
-        help="the tutorial's async (part 3) or sync (part 2) consumer (default async)",
+        help="the tutorial's async (part 3) or sync (part 2) consumer (default async); "
+        f"{', '.join(EXPERIMENTAL_CONSUMERS)}: an experimental variant under "
+        "load/experiments/, for measurements only",
     )
     sub.add_argument(
         "--asgi",

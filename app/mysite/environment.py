@@ -125,6 +125,15 @@ REDIS_POOL_OPTIONS = {"max_connections": 1000, "socket_timeout": None, "socket_c
 # (its DatabaseLayer's default ``using``), and through psycopg with the layer's CONFIG.
 CHANNELS_POSTGRES_ALIAS = "channels_postgres"
 CONSUMERS = ("async", "sync")
+# EXPERIMENTAL consumers, for measurements only: variants kept under load/experiments/ in
+# this repository (not part of the tutorial, not a supported setting, not parametrized by the
+# test suites). Each maps a CHAT_CONSUMER value to its class; the server needs the
+# repository's root on its path (services.chat_environment sets PYTHONPATH for them).
+EXPERIMENTAL_CONSUMERS = {
+    # The async consumer without channels >= 4.2's per-event close_old_connections thread
+    # hop for chat.message events (compat/CAPACITY_ACROSS_VERSIONS.md).
+    "experimental-skip-close": "load.experiments.skip_close_consumer.ChatConsumer",
+}
 DEFAULT_MAX_MESSAGE_CHARS = 65536
 
 
@@ -267,11 +276,13 @@ def _layer_config_overrides(raw: str) -> dict[str, Any]:
 
 
 def chat_consumer(environ: Mapping[str, str]) -> str:
-    """``async`` (tutorial part 3, the default) or ``sync`` (tutorial part 2)."""
+    """``async`` (tutorial part 3, the default) or ``sync`` (tutorial part 2); or one of
+    EXPERIMENTAL_CONSUMERS, for measurements."""
     consumer = environ.get("CHAT_CONSUMER", "async").strip() or "async"
-    if consumer not in CONSUMERS:
+    if consumer not in CONSUMERS and consumer not in EXPERIMENTAL_CONSUMERS:
         raise ConfigurationError(
             f"CHAT_CONSUMER={consumer!r} is not a consumer: use one of {', '.join(CONSUMERS)}"
+            f" (experimental, for measurements: {', '.join(EXPERIMENTAL_CONSUMERS)})"
         )
     return consumer
 

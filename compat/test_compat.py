@@ -1,0 +1,143 @@
+"""The matrix's cell list, the capacity column's parsing and formatting: no network, no
+virtualenvs (the cells themselves are what `nox -s compat` runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compat import report
+from compat.matrix import (
+    all_cells,
+    make_cell,
+    matrix_notes,
+    project_requirements,
+    pytest_args_for,
+)
+from compat.run import CellResult, read_capacity
+
+ENTRY = {
+    "layer": "inmemory",
+    "servers": 1,
+    "consumer": "async",
+    "asgi": "daphne",
+    "users": 100,
+    "rooms": 10,
+    "rate_per_user": 3.2,
+    "deliveries_per_s": 3210.4,
+    "limited_by": "latency",
+    "past_capacity": {"behaviour": "p99 850 ms"},
+    "server_cpu_us_per_delivery": 182.3,
+}
+
+
+def write_summary(path: Path, entries: list[dict]) -> Path:
+    path.write_text(json.dumps({"harness": {}, "runs": [], "capacity": entries}))
+    return path
+
+
+def result_with(capacity: dict | None) -> CellResult:
+    return CellResult(cell="c", series={}, requirements=[], outcome="passed", capacity=capacity)
+
+
+def test_channels_4_1_cells_exist_without_channels_redis_4_3_and_without_nats():
+    cells = {cell.name: cell for cell in all_cells()}
+    ours = [cell for cell in cells.values() if cell.series["channels"] == "4.1"]
+    assert len(ours) == 8  # Django 4.2, 5.2 x channels-redis 4.2 x redis-py 5..8
+    assert all(cell.series["channels-redis"] == "4.2" for cell in ours)
+    assert all(cell.without == ("channels-nats",) for cell in ours)
+    assert "channels~=4.1.0" in ours[0].requirements
+    assert all(cell.without == () for cell in cells.values() if cell not in ours)
+    notes = " ".join(matrix_notes())
+    assert "channels 4.1 with channels-redis 4.3" in notes and "channels-nats" in notes
+
+
+def test_a_cell_without_a_package_installs_the_rest_of_pyproject():
+    cell = make_cell({"Django": "5.2", "channels": "4.1", "channels-redis": "4.2", "redis": "8"})
+    requirements = project_requirements(Path("pyproject.toml"), without=cell.without)
+    names = " ".join(requirements)
+    assert "channels-nats" not in names
+    assert any(r.startswith("channels-postgres") for r in requirements)
+    assert any(r.startswith("locust") for r in requirements)  # the test extra too
+    assert any(r.startswith("channels>=") for r in requirements)
+
+
+def test_read_capacity_keeps_what_the_matrix_shows(tmp_path):
+    capacity = read_capacity(write_summary(tmp_path / "summary.json", [ENTRY]))
+    assert capacity["deliveries_per_s"] == 3210.4
+    assert capacity["server_cpu_us_per_delivery"] == 182.3
+    assert capacity["limited_by"] == "latency"
+    assert "error" not in capacity
+
+
+def test_read_capacity_says_when_not_even_the_first_step_held(tmp_path):
+    entry = {**ENTRY, "deliveries_per_s": None, "limited_by": "loss"}
+    capacity = read_capacity(write_summary(tmp_path / "summary.json", [entry]))
+    assert capacity["error"] == "not even the first step held (loss: p99 850 ms)"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "no capacity summary"),
+        ("{", "not JSON"),
+        (json.dumps({"runs": []}), "no capacity entry"),
+    ],
+)
+def test_read_capacity_gives_one_reason_for_a_bad_summary(tmp_path, content, reason):
+    path = tmp_path / "summary.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=reason):
+        read_capacity(path)
+
+
+@pytest.mark.parametrize(
+    ("capacity", "text"),
+    [
+        (None, "—"),
+        ({"deliveries_per_s": 3210.4, "server_cpu_us_per_delivery": 182.3,
+          "limited_by": "latency"}, "3,210/s · 182 µs"),
+        ({"deliveries_per_s": 16000.0, "server_cpu_us_per_delivery": None,
+          "limited_by": "max"}, "≥ 16,000/s · ? µs (max)"),
+        ({"error": "capacity search failed: boom"}, "none: capacity search failed: boom"),
+    ],
+)  # fmt: skip
+def test_capacity_text(capacity, text):
+    assert report.capacity_text(result_with(capacity)) == text
+
+
+META = {
+    "cells_planned": 1,
+    "started_at": "2026-11-22T06:00:00+00:00",
+    "wall_s": 60.0,
+    "python": "3.11.7",
+    "platform": "Linux x86_64, 2 CPUs",
+    "pytest_args": ["-m", "compat"],
+    "redis": "x",
+    "log_root": "results/compat/cells",
+    "notes": [],
+}
+
+
+def test_the_capacity_column_appears_only_with_capacity():
+    result = result_with({"deliveries_per_s": 3000.0, "server_cpu_us_per_delivery": 200.0,
+                          "limited_by": "latency"})  # fmt: skip
+    plain = report.markdown([result], {**META, "capacity_args": None})
+    assert report.CAPACITY_COLUMN not in plain
+    with_capacity = report.markdown([result], {**META, "capacity_args": ["--layers", "inmemory"]})
+    header = next(line for line in with_capacity.splitlines() if line.startswith("| cell"))
+    assert report.CAPACITY_COLUMN in header
+    assert "| 3,000/s · 200 µs |" in with_capacity
+    assert "python -m load capacity --layers inmemory" in with_capacity
+
+
+def test_a_cell_without_channels_nats_deselects_the_nats_tests():
+    cell = make_cell({"Django": "5.2", "channels": "4.1", "channels-redis": "4.2", "redis": "8"})
+    args = pytest_args_for(cell, ("-m", "compat", "-k", "not inmemory"))
+    assert args == ("-m", "compat", "-k", "(not inmemory) and not nats")
+    assert pytest_args_for(cell, ("-m", "compat")) == ("-m", "compat", "-k", "not nats")
+    whole = make_cell({"Django": "5.2", "channels": "4.3", "channels-redis": "4.3", "redis": "8"})
+    assert pytest_args_for(whole, ("-m", "compat")) == ("-m", "compat")
