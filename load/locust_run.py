@@ -42,11 +42,16 @@ def locust_command(plan: Plan, run_dir: Path, results_file: Path) -> list[str]:
     return command
 
 
+def results_path(run_dir: Path) -> Path:
+    """Where the Locust master writes the merged tally of a run in ``run_dir``."""
+    return run_dir / "chatload-result.json"
+
+
 def run_locust(plan: Plan, run_dir: Path) -> Tally:
     """Run ``plan``; Locust's CSV, HTML and log go to ``run_dir``. Returns the tally merged
     from every load process."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    results_file = run_dir / "chatload-result.json"
+    results_file = results_path(run_dir)
     results_file.unlink(missing_ok=True)
     log_path = run_dir / "locust.log"
     with log_path.open("wb") as log:

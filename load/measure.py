@@ -8,11 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from load.locust_run import run_locust
+from load import faults
+from load.locust_run import results_path, run_locust
 from load.plan import Plan
 from load.record import ServerUsage, Stack, run_record
 from load.sampling import ServerSampler
 from load.stack import LiveStack
+from load.stats import timeline
 
 
 def measure(plan: Plan, run_dir: Path, *, stack: Stack, live: LiveStack | None) -> dict[str, Any]:
@@ -23,7 +25,12 @@ def measure(plan: Plan, run_dir: Path, *, stack: Stack, live: LiveStack | None) 
     stack = replace(stack, software=live.description)
     sampler = ServerSampler(live.processes)
     backend = ServerSampler(live.backend_processes) if live.backend_processes() else None
-    with sampler, backend or contextlib.nullcontext():
+    injector = (
+        faults.FaultInjector(plan.fault, plan, live, faults.start_file(results_path(run_dir)))
+        if plan.fault is not None
+        else None
+    )
+    with sampler, backend or contextlib.nullcontext(), injector or contextlib.nullcontext():
         tally = run_locust(plan, run_dir)
     window = tally.window
     first = window.second(sampler.samples[0].at_ns)
@@ -37,4 +44,16 @@ def measure(plan: Plan, run_dir: Path, *, stack: Stack, live: LiveStack | None) 
         rss_before_mb=sampler.rss_at(sampler.samples[0].at_ns),
         per_second=sampler.per_second(window, range(first, last + 1)),
     )
-    return run_record(plan, tally, stack, usage)
+    fault = None
+    if plan.fault is not None:
+        log = injector.log if injector is not None else None
+        fault = faults.fault_record(
+            plan.fault,
+            timeline(tally),
+            users=plan.users,
+            counters=tally.counters,
+            log=log,
+            rss=faults.rss_readings(sampler, log, window, plan.fault),
+            server_logs=[server.log_text() for server in live.servers],
+        )
+    return run_record(plan, tally, stack, usage, fault)
