@@ -211,6 +211,19 @@ def slow_window(plan: Plan, window: Window, user_index: int) -> tuple[int, int] 
     return start, start + round(fault.for_s * SECOND_NS)
 
 
+# A slow reader's socket receive buffer. Loopback lets the kernel buffer tens of MiB per
+# socket (tcp_rmem's maximum is 32 MiB here), far more than a real slow client's path holds
+# in flight, which would hide for many seconds what the server does with the backlog.
+SLOW_READER_RCVBUF = 64 * 1024
+
+
+def shrink_receive_buffer(sock: Any) -> None:
+    """Cap a slow reader's kernel receive buffer (this also turns off its autotuning)."""
+    import socket
+
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_READER_RCVBUF)
+
+
 def read_slowly(
     handler: Callable[[bytes, int], None], from_ns: int, until_ns: int
 ) -> Callable[[bytes, int], None]:

@@ -248,6 +248,8 @@ class ChatUser(User):
             return NO_CONNECT
         if reconnect:
             process.tally.counters["reconnects"] += 1
+        if slow is not None:
+            faults.shrink_receive_buffer(connection.sock)
         ledger = SocketLedger(
             process.tally, session.room, time.time_ns(), round(process.plan.drain_s * SECOND_NS)
         )
