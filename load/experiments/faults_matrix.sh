@@ -6,7 +6,7 @@
 set -u
 OUT=${1:-results/faults}
 PY=${PYTHON:-python}
-SHAPE="--users 40 --rooms 4 --rate 2 --duration 14 --drain 3 --fault-at 4 --fault-for 3 --repeat 3"
+SHAPE="--users 20 --rooms 4 --rate 2 --duration 10 --drain 3 --fault-at 3 --fault-for 3 --repeat 3"
 run() {
     name=$1; shift
     echo "== $name: $*"
@@ -19,4 +19,6 @@ run redis-stall --fault redis-stall --layers redis,redis-pubsub
 run redis-failover --fault redis-failover --layers redis,redis-pubsub
 run server-kill-inmemory --fault server-kill --layers inmemory
 run server-kill-redis --fault server-kill --layers redis,redis-pubsub --servers 2
-run slow-reader --fault slow-reader --layers inmemory,redis,redis-pubsub --slow-share 0.1 --message-bytes 30000
+# One slow reader per room, each sent 5 x 2 x 50 kB/s, for 5 s.
+run slow-reader --fault slow-reader --layers inmemory,redis,redis-pubsub --slow-share 0.2 \
+    --message-bytes 50000 --fault-for 5
