@@ -24,9 +24,9 @@ WINDOW = ["--fault-at", "2", "--fault-for", "2"]
 # After Redis comes back, the chat must work again (every user connected, every message
 # delivered for a whole second) within this many seconds on both Redis layers.
 RECOVER_WITHIN_S = 3.0
-# Two slow readers, each with about 4 MB sent to it while it does not read: the server
-# holds most of it (Daphne and Autobahn set no write-buffer limit).
-SLOW_GROWTH_MB = 2.0
+# Two slow readers, each with about 2 MB sent to it while it does not read.
+SLOW_GROWTH_MB = 20.0
+OTHERS_P50_MS = 100.0
 
 
 def fault_run(tmp_path: Path, kind: str, *args: str) -> dict:
@@ -77,15 +77,16 @@ def test_a_killed_server_drops_its_sockets_and_the_other_server_keeps_chatting(
 ) -> None:
     record = fault_run(tmp_path, "server-kill", "--layers", "redis-pubsub", "--servers", "2")
     fault = record["fault"]
-    # Half of the users were on the killed server; they all reconnected.
-    assert fault["sockets_dropped"] == 10, record["errors_by_kind"]
-    assert fault["reconnects"] >= fault["sockets_dropped"]
+    # Half of the users were on the killed server (a few may drop twice while it comes
+    # back); every drop was followed by a reconnect.
+    assert fault["sockets_dropped"] >= 10, record["errors_by_kind"]
+    assert fault["reconnects"] == fault["sockets_dropped"]
     assert fault["time_to_recover_s"] is not None, record["timeline"]
     during = [row for row in record["timeline"] if row["t_s"] in (2, 3)]
     assert all(row["delivered"] > 0 for row in during)  # the other server's users chatted
 
 
-def test_a_slow_reader_makes_the_server_grow(tmp_path: Path) -> None:
+def test_a_slow_reader_is_kept_and_gets_its_backlog_late(tmp_path: Path) -> None:
     # One room of 10, two of whom stop reading; each is sent 10 x 2 x 50 kB/s.
     record = fault_run(
         tmp_path, "slow-reader", "--layers", "inmemory", "--users", "10", "--rooms", "1",
@@ -94,8 +95,13 @@ def test_a_slow_reader_makes_the_server_grow(tmp_path: Path) -> None:
     fault = record["fault"]
     slow = fault["slow_reader"]
     assert slow["slow_sockets"] == 2
-    assert slow["server_rss_growth_mb"] > SLOW_GROWTH_MB, fault
     assert fault["sockets_dropped"] == 0  # the server never sheds the reader
+    assert record["lost"] == 0  # nor drops what it owes it
+    assert record["latency_ms"]["max"] >= 1500  # the backlog arrives when it reads again
+    assert slow["p50_ms_in_window"] < OTHERS_P50_MS, slow  # the others are not delayed
+    # About 2 MB per slow reader fits in the kernel's socket buffers (tcp_wmem max 4 MiB),
+    # so Daphne itself barely grows at this size.
+    assert slow["server_rss_growth_mb"] < SLOW_GROWTH_MB, fault
 
 
 @pytest.mark.redis
