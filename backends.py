@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -28,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ from processes import (
     apt_hint,
     find_executable,
     free_port,
+    kill_process_group,
     last_line,
     launch,
     run_as,
@@ -156,6 +159,25 @@ class BackendServer:
         if self.process is not None:
             stop_process(self.process, stop_signal=self.stop_signal)
 
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: nothing is flushed or closed); its port and
+        directory stay, for start_again."""
+        if self.process is not None:
+            kill_process_group(self.process)
+            self.process.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server stops answering while its connections stay open (a stall:
+        a long fork, a swapped-out host, a network partition without resets)."""
+        if self.running:
+            os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGCONT)
+
     def start_again(self, *, timeout: float | None = None) -> None:
         """Start the server again on the same port and directory after ``shutdown``."""
         if self.running:
@@ -164,6 +186,7 @@ class BackendServer:
 
     def stop(self) -> None:
         """Stop the server and remove its directory."""
+        self.resume()  # a paused server cannot act on SIGTERM
         self.shutdown()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -227,6 +250,213 @@ class RedisServer(BackendServer):
     @property
     def url(self) -> str:
         return f"redis://{self.netloc}/0"
+
+
+class RedisReplica(RedisServer):
+    """A redis-server that starts as a replica of ``primary`` (host, port)."""
+
+    def __init__(self, *, host: str, workdir: Path, primary: tuple[str, int]) -> None:
+        super().__init__(host=host, workdir=workdir)
+        self.primary = primary
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--replicaof", self.primary[0], str(self.primary[1])]
+
+
+class SentinelServer(BackendServer):
+    """One Redis Sentinel (Debian's redis-sentinel) watching ``primary`` as SENTINEL_NAME.
+    Sentinel rewrites its config file as it learns, so the file lives in its directory."""
+
+    service = "redis-sentinel"
+
+    def __init__(self, *, host: str, workdir: Path, primary: tuple[str, int]) -> None:
+        super().__init__(host=host, workdir=workdir)
+        self.primary = primary
+        self.config_path = workdir / "sentinel.conf"
+
+    @classmethod
+    def find_executables(cls) -> None:
+        find_executable("redis-sentinel")
+
+    def prepare(self, timeout: float) -> None:
+        name = SENTINEL_NAME
+        self.config_path.write_text(
+            f"port {self.port}\n"
+            f"bind {self.host}\n"
+            "protected-mode no\n"  # loopback only (bind above)
+            f"dir {self.workdir}\n"
+            f"sentinel monitor {name} {self.primary[0]} {self.primary[1]} {SENTINEL_QUORUM}\n"
+            # How long a silent primary may stay silent before it is judged down, and how
+            # long a failover may take: short, so a benchmark run sees the whole episode.
+            f"sentinel down-after-milliseconds {name} {SENTINEL_DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {name} {SENTINEL_FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+
+    def command(self) -> list[str]:
+        return [find_executable("redis-sentinel"), str(self.config_path)]
+
+    def answers(self) -> bool:
+        return redis_ping(self.host, self.port)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.netloc}"
+
+
+SENTINEL_NAME = "chat"
+SENTINEL_QUORUM = 2
+SENTINEL_DOWN_AFTER_MS = 1000
+SENTINEL_FAILOVER_TIMEOUT_MS = 5000
+SENTINEL_POLL_S = 0.1
+
+
+def _redis_command(host: str, port: int, *args: str, timeout: float = 1.0) -> object:
+    """One command to a Redis server or sentinel; None when it does not answer."""
+    import redis  # channels-redis's own client; imported here so other layers need not have it
+
+    client = redis.Redis(host=host, port=port, socket_timeout=timeout, decode_responses=True)
+    try:
+        return client.execute_command(*args)
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+
+
+def _poll(condition, *, timeout: float, what: str) -> float:
+    """Seconds until ``condition()`` holds; ServiceError at the deadline. (No process to
+    watch here: several servers together must reach a state.)"""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(SENTINEL_POLL_S)  # polling servers' state; the deadline bounds it
+    raise ServiceError(f"{what} within {timeout:.0f} s")
+
+
+class RedisSentinelSet:
+    """A primary, a replica and three sentinels, all throw-away, all on loopback::
+
+    with RedisSentinelSet.start() as sentinels:
+        sentinels.host_config()             # channels-redis ``hosts`` entry
+        killed = sentinels.kill_primary()   # SIGKILL the primary
+        sentinels.wait_for_failover(killed) # seconds until a replica took over
+        killed.start_again()                # it comes back as a replica
+    """
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.servers: list[RedisServer] = []
+        self.sentinels: list[SentinelServer] = []
+
+    @classmethod
+    def start(cls, *, host: str = LOOPBACK, timeout: float = 30.0) -> RedisSentinelSet:
+        RedisServer.find_executables()
+        SentinelServer.find_executables()
+        group = cls(host)
+        try:
+            group._launch(timeout)
+        except BaseException:
+            group.stop()
+            raise
+        return group
+
+    def _launch(self, timeout: float) -> None:
+        primary = RedisServer.start(host=self.host, timeout=timeout)
+        self.servers.append(primary)
+        address = (self.host, primary.port)
+        replica = RedisReplica(
+            host=self.host, workdir=Path(tempfile.mkdtemp(prefix="chat-redis-")), primary=address
+        )
+        self.servers.append(replica)
+        replica.launch(timeout)
+        for _ in range(3):
+            sentinel = SentinelServer(
+                host=self.host,
+                workdir=Path(tempfile.mkdtemp(prefix="chat-sentinel-")),
+                primary=address,
+            )
+            self.sentinels.append(sentinel)
+            sentinel.prepare(timeout)
+            sentinel.launch(timeout)
+        # A failover needs a synced replica that the sentinels know of, and sentinels that
+        # know each other (they vote); both arrive through Redis's own gossip.
+        _poll(
+            lambda: self._replica_synced(replica),
+            timeout=timeout,
+            what="the replica did not sync with the primary",
+        )
+        _poll(self._sentinels_ready, timeout=timeout, what="the sentinels did not find each other")
+
+    def _replica_synced(self, replica: RedisServer) -> bool:
+        info = _redis_command(self.host, replica.port, "INFO", "replication")
+        return isinstance(info, dict) and info.get("master_link_status") == "up"
+
+    def _sentinels_ready(self) -> bool:
+        for sentinel in self.sentinels:
+            replicas = _redis_command(
+                self.host, sentinel.port, "SENTINEL", "REPLICAS", SENTINEL_NAME
+            )
+            others = _redis_command(
+                self.host, sentinel.port, "SENTINEL", "SENTINELS", SENTINEL_NAME
+            )
+            if not replicas or not others or len(others) < len(self.sentinels) - 1:
+                return False
+        return True
+
+    def primary_port(self) -> int | None:
+        """The primary's port, as the first sentinel that answers names it."""
+        for sentinel in self.sentinels:
+            reply = _redis_command(
+                self.host, sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_NAME
+            )
+            if reply:
+                return int(reply[1])
+        return None
+
+    def primary(self) -> RedisServer | None:
+        port = self.primary_port()
+        return next((server for server in self.servers if server.port == port), None)
+
+    def kill_primary(self) -> RedisServer:
+        """SIGKILL the current primary; returns it (``start_again`` brings it back)."""
+        primary = self.primary()
+        if primary is None or not primary.running:
+            raise ServiceError("no running primary to kill: the sentinels name none")
+        primary.kill()
+        return primary
+
+    def wait_for_failover(self, killed: RedisServer, *, timeout: float = 30.0) -> float:
+        """Seconds until the sentinels name another primary and it answers as one."""
+
+        def promoted() -> bool:
+            port = self.primary_port()
+            if port is None or port == killed.port:
+                return False
+            role = _redis_command(self.host, port, "ROLE")
+            return bool(role) and role[0] == "master"
+
+        return _poll(promoted, timeout=timeout, what="no replica was promoted")
+
+    def host_config(self, **pool_options: object) -> dict[str, object]:
+        """channels-redis's ``hosts`` entry that finds the primary through the sentinels."""
+        return {
+            "master_name": SENTINEL_NAME,
+            "sentinels": [[self.host, sentinel.port] for sentinel in self.sentinels],
+            "sentinel_kwargs": {"socket_timeout": 1.0},
+            **pool_options,
+        }
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.stop()
+
+    def __enter__(self) -> RedisSentinelSet:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def redis_ping(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -577,6 +807,7 @@ class Backend:
     layer: str
     env: dict[str, str]
     server: BackendServer | None = None
+    sentinels: RedisSentinelSet | None = None  # Redis layers through Sentinel (faults)
 
     @property
     def url(self) -> str | None:
@@ -595,13 +826,26 @@ def service_of(layer: str) -> environment.Service | None:
 
 
 @contextlib.contextmanager
-def layer_backend(layer: str, *, url: str | None = None) -> Iterator[Backend]:
+def layer_backend(
+    layer: str, *, url: str | None = None, sentinel: bool = False
+) -> Iterator[Backend]:
     """The backend ``layer`` runs on, for the duration of the ``with`` block.
 
     ``url`` (or else the layer's URL variable in the environment: $REDIS_URL,
     $POSTGRES_URL, $RABBITMQ_URL, $NATS_URL) when given; otherwise a throw-away server,
-    stopped on exit. PostgreSQL gets channels-postgres's tables either way."""
+    stopped on exit. PostgreSQL gets channels-postgres's tables either way.
+    ``sentinel=True`` (Redis layers): a throw-away RedisSentinelSet, the layer configured
+    through it (CHANNEL_LAYER_CONFIG) and reachable as ``Backend.sentinels``."""
     service = service_of(layer)
+    if sentinel:
+        if service is not environment.REDIS:
+            raise ServiceError(f"Sentinel is for the Redis layers, not {layer!r}")
+        with RedisSentinelSet.start() as sentinels:
+            primary = sentinels.servers[0]
+            hosts = [sentinels.host_config(**environment.REDIS_POOL_OPTIONS)]
+            env = {"REDIS_URL": primary.url, "CHANNEL_LAYER_CONFIG": json.dumps({"hosts": hosts})}
+            yield Backend(layer, env, primary, sentinels)
+        return
     if service is None:
         yield Backend(layer, {})
         return

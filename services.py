@@ -150,8 +150,13 @@ class ChatServer:
         log_path: Path,
         env: dict[str, str],
         asgi: str,
+        command: list[str] | None = None,
+        process_env: dict[str, str] | None = None,
     ) -> None:
         self.process = process
+        # How it was started, for start_again (None: built by hand, cannot restart).
+        self.command = command
+        self.process_env = process_env
         self.host = host
         self.port = port
         self.log_path = log_path
@@ -221,25 +226,49 @@ class ChatServer:
         log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"chat-{asgi}-"))
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{asgi}-{port}.log"
-        process = launch(
-            command,
+        process_env = {**os.environ, "PYTHONUNBUFFERED": "1", **chat_env}
+        process = launch(command, log_path=log_path, cwd=APP_DIR, env=process_env)
+        server = cls(
+            process,
+            host=host,
+            port=port,
             log_path=log_path,
-            cwd=APP_DIR,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **chat_env},
+            env=chat_env,
+            asgi=asgi,
+            command=command,
+            process_env=process_env,
         )
-        server = cls(process, host=host, port=port, log_path=log_path, env=chat_env, asgi=asgi)
         try:
-            wait_until(
-                server.serves_index,
-                timeout=timeout,
-                process=process,
-                what=f"{asgi} ({layer}, {consumer}) on port {port}",
-                log=log_path,
-            )
+            server._wait_serving(timeout)
         except BaseException:
             server.stop()
             raise
         return server
+
+    def _wait_serving(self, timeout: float) -> None:
+        wait_until(
+            self.serves_index,
+            timeout=timeout,
+            process=self.process,
+            what=f"{self.asgi} ({self.env.get('CHANNEL_LAYER')}) on port {self.port}",
+            log=self.log_path,
+        )
+
+    def start_again(self, *, timeout: float = 30.0) -> None:
+        """Start the same server again on the same port after ``kill`` or ``stop`` (a
+        process manager restarting a crashed Daphne); its log goes on in the same file."""
+        if self.process.poll() is None:
+            raise ServiceError(f"{self.asgi} on port {self.port} is still running")
+        if self.command is None:
+            raise ServiceError("this ChatServer was not started by ChatServer.start")
+        self.process = launch(
+            self.command, log_path=self.log_path, cwd=APP_DIR, env=self.process_env
+        )
+        try:
+            self._wait_serving(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def serves_index(self) -> bool:
         """True when GET /chat/ answers 200."""

@@ -8,6 +8,7 @@ printed output.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -144,6 +145,72 @@ def test_kill_ends_the_chat_server_at_once(tmp_path):
     assert server.process.returncode == -signal.SIGKILL
     assert not server.serves_index()
     server.stop()  # harmless afterwards
+
+
+def test_a_killed_chat_server_starts_again_on_its_port_and_log(tmp_path):
+    with ChatServer.start(log_dir=tmp_path) as server:
+        port, first_pid = server.port, server.pid
+        server.kill()
+        assert not server.serves_index()
+        server.start_again()
+        assert (server.port, server.serves_index()) == (port, True)
+        assert server.pid != first_pid
+        assert server.log_path.parent == tmp_path  # one log across both lives
+
+
+@pytest.mark.redis
+def test_a_paused_redis_keeps_its_connections_but_does_not_answer():
+    server = start_or_skip(RedisServer)
+    try:
+        server.pause()
+        assert server.running
+        assert not backends.redis_ping(server.host, server.port, timeout=0.3)
+        server.resume()
+        assert server.ping()
+        server.pause()  # stop() must not hang on a paused server
+    finally:
+        server.stop()
+    assert not server.running
+
+
+@pytest.mark.redis
+def test_sentinel_promotes_the_replica_when_the_primary_dies():
+    try:
+        sentinels = backends.RedisSentinelSet.start()
+    except MissingExecutable as error:
+        from live import missing_dependency
+
+        missing_dependency(str(error))
+    with sentinels:
+        first = sentinels.primary()
+        assert first is sentinels.servers[0]
+        config = sentinels.host_config(max_connections=10)
+        assert config["master_name"] == backends.SENTINEL_NAME
+        assert len(config["sentinels"]) == 3 and config["max_connections"] == 10
+        killed = sentinels.kill_primary()
+        assert 0 < sentinels.wait_for_failover(killed, timeout=20) < 20
+        assert sentinels.primary() is sentinels.servers[1]
+        killed.start_again()
+        assert killed.ping()
+    workdirs = [server.workdir for server in [*sentinels.servers, *sentinels.sentinels]]
+    assert not any(path.exists() for path in workdirs)
+
+
+@pytest.mark.redis
+def test_layer_backend_through_sentinel_configures_the_redis_layers():
+    try:
+        with layer_backend("redis", sentinel=True) as backend:
+            config = json.loads(backend.env["CHANNEL_LAYER_CONFIG"])
+            (host,) = config["hosts"]
+            assert host["master_name"] == backends.SENTINEL_NAME
+            assert backend.sentinels is not None and backend.server.ping()
+    except MissingExecutable as error:
+        from live import missing_dependency
+
+        missing_dependency(str(error))
+    refused = pytest.raises(backends.ServiceError, match="Sentinel is for the Redis layers")
+    with refused, layer_backend("inmemory", sentinel=True):
+        pass
 
 
 def test_serve_refuses_an_unknown_layer_in_one_line():

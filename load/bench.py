@@ -31,7 +31,8 @@ def bench(
             label = f"{stack.label}-{plan.scenario}" + (f"-{number}" if repeat > 1 else "")
             run_dir = out / "runs" / label
             say(f"{label}: starting {stack.servers} {stack.asgi} ({stack.layer}, {stack.consumer})")
-            with LiveStack(stack, run_dir / "servers") as live:
+            sentinel = plan.fault is not None and plan.fault.kind == "redis-failover"
+            with LiveStack(stack, run_dir / "servers", sentinel=sentinel) as live:
                 record = measure(
                     plan.again(),
                     run_dir,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from load import report
+from load import faults, report
 from load.bench import bench
 from load.capacity import (
     VARY,
@@ -32,6 +32,7 @@ from load.locust_run import LocustError
 from load.measure import measure
 from load.plan import (
     Plan,
+    add_fault_options,
     add_options,
     new_run_id,
     plan_from_options,
@@ -54,6 +55,7 @@ from load.wire import Connection, WireError
 from services import ASGI_SERVERS, CONSUMERS, EXPERIMENTAL_CONSUMERS, LAYERS
 
 EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
 EXIT_REGRESSION = 3
 # A capacity step: a short warm-up, then a short measured window (many steps fit in minutes).
 CAPACITY_STEP = {"duration": 3.0, "settle": 2.0, "drain": 2.0}
@@ -62,6 +64,10 @@ DEFAULT_LAYERS = ("inmemory", "redis", "redis-pubsub")
 
 class HarnessError(Exception):
     """A one-line reason the harness could not produce a result."""
+
+
+class BadInput(HarnessError):
+    """Flags that do not fit together (exit status 2, like a bad flag)."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -237,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="runs per layer; the table then also shows medians (default 1)",
     )
+    add_fault_options(bench_parser)
 
     capacity = commands.add_parser(
         "capacity",
@@ -406,7 +413,14 @@ def command_run(args: argparse.Namespace) -> int:
 
 def command_bench(args: argparse.Namespace) -> int:
     stacks = stacks_of(args, say)
-    plan = base_plan(args, ["ws://127.0.0.1:1"])  # the real targets come with each stack
+    if args.fault is None:
+        plan = base_plan(args, ["ws://127.0.0.1:1"])  # the real targets come with each stack
+    else:
+        try:
+            plan = plan_from_options(args, users=args.users, targets=["ws://127.0.0.1:1"])
+            faults.check_fault(plan.fault, stacks)
+        except ValueError as error:
+            raise BadInput(str(error)) from None
     out = args.out or default_out("bench")
     summary: dict[str, Any] = {"harness": harness_info(), "runs": []}
 
@@ -514,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (HarnessError, LocustError, StackError) as error:
         print(f"python -m load {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_BAD_INPUT if isinstance(error, BadInput) else EXIT_FAILED
     except KeyboardInterrupt:
         print(f"python -m load {args.command}: interrupted", file=sys.stderr)
         return 130

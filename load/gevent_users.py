@@ -37,6 +37,7 @@ from locust import User, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from load import faults
 from load.codec import encode_frame_payload, encode_text
 from load.plan import SECOND_NS, Plan, add_options, new_run_id, plan_from_options
 from load.scenarios import CHURN_STAY_S, CLOSE_TIMEOUT_S, send_times
@@ -46,11 +47,16 @@ from load.wire import Connection, HubReceiver, WireError
 logger = logging.getLogger("chatload")
 RESULT_MESSAGE = "chatload_result"
 LOOP_LAG_PERIOD_S = 0.02
-# A user whose socket is lost reconnects, like a person reloading the page, this many times
-# at most; a churn user opens at most this many sessions.
-MAX_RECONNECTS = 20
+# A user whose socket is lost reconnects, like a person reloading the page: after a
+# jittered wait that doubles from RECONNECT_BACKOFF_S up to RECONNECT_BACKOFF_MAX_S with
+# each failed attempt, at most MAX_RECONNECTS times; a churn user opens at most this many
+# sessions.
+MAX_RECONNECTS = 40
 MAX_CHURN_SESSIONS = 100_000
-RECONNECT_BACKOFF_S = 0.5
+RECONNECT_BACKOFF_S = 0.25
+RECONNECT_BACKOFF_MAX_S = 2.0
+# How a session ended (run_session).
+DONE, NO_CONNECT, DROPPED = "done", "no_connect", "dropped"
 
 
 def add_arguments(parser: Any) -> None:
@@ -183,7 +189,8 @@ class ChatUser(User):
 
     def stay(self, user_index: int) -> None:
         """fanout, isolation, idle: one socket for the whole test; after a lost connection,
-        reconnect while there is sending time left (each failure is counted)."""
+        reconnect with a bounded backoff while there is sending time left (each failure is
+        counted: its kind in errors, and sockets_dropped, reconnects, reconnect_failures)."""
         process, plan = PROCESS, PROCESS.plan
         session = Session(
             room=plan.room_of_user(user_index),
@@ -192,13 +199,26 @@ class ChatUser(User):
             send_until_ns=process.window.until_ns if plan.rate > 0 else 0,
             leave_ns=process.leave_at_ns,
         )
+        slow = faults.slow_window(plan, process.window, user_index)
+        if slow is not None:
+            process.tally.counters["slow_sockets"] += 1
         rng = random.Random()
+        counters = process.tally.counters
+        dropped = False
+        failures = 0
         for _attempt in range(MAX_RECONNECTS):
-            if self.run_session(session, rng):
+            outcome = self.run_session(session, rng, reconnect=dropped, slow=slow)
+            if outcome == DONE or time.time_ns() >= process.window.until_ns:
                 return
-            if time.time_ns() >= process.window.until_ns:
-                return
-            gevent.sleep(RECONNECT_BACKOFF_S)
+            if outcome == DROPPED:
+                counters["sockets_dropped"] += 1
+                dropped, failures = True, 0
+            else:
+                failures += 1
+                if dropped:
+                    counters["reconnect_failures"] += 1
+            backoff = min(RECONNECT_BACKOFF_S * 2**failures, RECONNECT_BACKOFF_MAX_S)
+            gevent.sleep(backoff * rng.uniform(0.5, 1.0))  # people do not reload in lockstep
 
     def churn(self, user_index: int) -> None:
         """Connect, send for a while, linger for the drain, leave; the next room; repeat."""
@@ -221,19 +241,39 @@ class ChatUser(User):
                 rng,
             )
 
-    def run_session(self, session: Session, rng: random.Random) -> bool:
-        """One socket: connect, send, wait, close. True if it ran to its planned end."""
+    def run_session(
+        self,
+        session: Session,
+        rng: random.Random,
+        *,
+        reconnect: bool = False,
+        slow: tuple[int, int] | None = None,
+    ) -> str:
+        """One socket: connect, send, wait, close. DONE if it ran to its planned end,
+        NO_CONNECT if the handshake failed, DROPPED if the connection was lost. A
+        ``reconnect`` that connects is counted; a ``slow`` socket stops reading in that
+        window (ns)."""
         process = PROCESS
         connection = self.connect(session)
         if connection is None:
-            return False
+            return NO_CONNECT
+        if reconnect:
+            process.tally.counters["reconnects"] += 1
+        if slow is not None:
+            faults.shrink_receive_buffer(connection.sock)
         join_ns = time.time_ns()
         socket_no = process.next_socket
         process.next_socket += 1
         ledger = self.ledger(session.room, join_ns, own_prefix=f"{process.token}s{socket_no}.")
         process.live[socket_no] = ledger
         process.members[session.room] += 1
-        receiver = connection.receive_in_hub(ledger.on_text)
+        if slow is None:
+            receiver = connection.receive_in_hub(ledger.on_text)
+        else:
+            # A slow reader stops in its callback, which must never happen in the hub: it
+            # reads in a greenlet of its own (receive_loop), as every socket once did.
+            handler = faults.read_slowly(ledger.on_text, *slow)
+            receiver = gevent.spawn(connection.receive_loop, handler)
         try:
             self.send_until(session, connection, receiver, socket_no, rng)
             if not receiver.ready():
@@ -245,14 +285,14 @@ class ChatUser(User):
                 ledger.start_leaving(time.time_ns())
                 process.tally.error(f"connection_{receiver.value or 'failed'}", time.time_ns())
                 _fire(self.environment, "connection lost", 0, RuntimeError(str(receiver.value)))
-                return False
+                return DROPPED
             # Drained early: everything sent has arrived, so nothing is still in flight.
             drained = process.drained.is_set()
             ledger.start_leaving(
                 time.time_ns(), firm_until_ns=process.window.until_ns if drained else None
             )
             self.close(connection, receiver)
-            return True
+            return DONE
         finally:
             # Also runs when Locust kills the user mid-plan: membership ends now, so
             # nothing sent later is expected of this socket.
@@ -481,6 +521,7 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
         options.chatload_run_id = options.run_id or new_run_id()
         options.chatload_start_ns = time.time_ns()
         options.chatload_users = options.num_users or runner.target_user_count or 1
+        faults.announce_start(options.results_file, options.chatload_start_ns)
     options.run_id = options.chatload_run_id
     plan = plan_from_options(options, users=options.chatload_users, targets=_targets(environment))
     workers = options.expect_workers if isinstance(runner, WorkerRunner) else 1

@@ -57,6 +57,11 @@ def locust_command(
     return command
 
 
+def results_path(run_dir: Path) -> Path:
+    """Where the Locust master writes the merged tally of a run in ``run_dir``."""
+    return run_dir / "chatload-result.json"
+
+
 def run_locust(
     plan: Plan,
     run_dir: Path,
@@ -69,7 +74,7 @@ def run_locust(
     ``run_dir/clocks.json`` (see ``read_clocks``). ``progress`` watches the master's
     progress file while Locust runs."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    results_file = run_dir / "chatload-result.json"
+    results_file = results_path(run_dir)
     results_file.unlink(missing_ok=True)
     progress_file = run_dir / "progress.jsonl"
     progress_file.unlink(missing_ok=True)

@@ -8,13 +8,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from load import faults
 from load.clock import trust_note
-from load.locust_run import read_clocks, run_locust
+from load.locust_run import read_clocks, results_path, run_locust
 from load.plan import Plan
 from load.record import ServerUsage, Stack, run_record
 from load.remote import RemoteWorkers
 from load.sampling import ServerSampler
 from load.stack import LiveStack
+from load.stats import timeline
 
 
 def measure(
@@ -35,7 +37,12 @@ def measure(
     stack = replace(stack, software=live.description)
     sampler = ServerSampler(live.processes)
     backend = ServerSampler(live.backend_processes) if live.backend_processes() else None
-    with sampler, backend or contextlib.nullcontext():
+    injector = (
+        faults.FaultInjector(plan.fault, plan, live, faults.start_file(results_path(run_dir)))
+        if plan.fault is not None
+        else None
+    )
+    with sampler, backend or contextlib.nullcontext(), injector or contextlib.nullcontext():
         tally = run_locust(plan, run_dir, remote=remote, progress=progress)
     window = tally.window
     first = window.second(sampler.samples[0].at_ns)
@@ -49,7 +56,19 @@ def measure(
         rss_before_mb=sampler.rss_at(sampler.samples[0].at_ns),
         per_second=sampler.per_second(window, range(first, last + 1)),
     )
-    return with_clocks(run_record(plan, tally, stack, usage), read_clocks(run_dir))
+    fault = None
+    if plan.fault is not None:
+        log = injector.log if injector is not None else None
+        fault = faults.fault_record(
+            plan.fault,
+            timeline(tally),
+            users=plan.users,
+            counters=tally.counters,
+            log=log,
+            rss=faults.rss_readings(sampler, log, window, plan.fault),
+            server_logs=[server.log_text() for server in live.servers],
+        )
+    return with_clocks(run_record(plan, tally, stack, usage, fault), read_clocks(run_dir))
 
 
 def with_clocks(record: dict[str, Any], clocks: dict[str, Any] | None) -> dict[str, Any]:

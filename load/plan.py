@@ -37,6 +37,14 @@ SPAWN_RATE = 100.0
 CONNECT_SLACK_S = 0.5
 
 
+FAULT_KINDS = ("redis-restart", "redis-stall", "server-kill", "slow-reader", "redis-failover")
+# The faults that act on Redis, so only on the Redis layers.
+REDIS_FAULTS = ("redis-restart", "redis-stall", "redis-failover")
+DEFAULT_FAULT_AT_S = 5.0
+DEFAULT_FAULT_FOR_S = 3.0
+DEFAULT_SLOW_SHARE = 0.1
+
+
 def new_run_id() -> str:
     """A short id that makes this run's room names unique on a shared server."""
     return secrets.token_hex(3)
@@ -67,6 +75,27 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """A fault the harness injects into a run: ``kind`` at ``at_s`` seconds from the start
+    of sending, for ``for_s`` seconds; ``slow_share`` of the sockets for slow-reader."""
+
+    kind: str
+    at_s: float = DEFAULT_FAULT_AT_S
+    for_s: float = DEFAULT_FAULT_FOR_S
+    slow_share: float = DEFAULT_SLOW_SHARE
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}: use one of {', '.join(FAULT_KINDS)}")
+        if not 0 < self.slow_share <= 1:
+            raise ValueError(f"--slow-share {self.slow_share:g} must be more than 0, at most 1")
+
+    @property
+    def end_s(self) -> float:
+        return self.at_s + self.for_s
+
+
+@dataclass(frozen=True)
 class Plan:
     """One run, identical in the CLI, in every Locust process, in the record and report."""
 
@@ -80,6 +109,7 @@ class Plan:
     message_bytes: int = 0  # pad each chat message to about this many bytes (0: no padding)
     processes: int = 1  # Locust load processes on this machine
     run_id: str = field(default_factory=new_run_id)
+    fault: Fault | None = None  # injected by `bench` (load/faults.py)
 
     @property
     def users(self) -> int:
@@ -134,6 +164,7 @@ class Plan:
             drain_s=self.drain_s,
             message_bytes=self.message_bytes,
             processes=self.processes,
+            fault=self.fault,
         )
 
     def with_targets(self, targets: Sequence[str]) -> Plan:
@@ -151,8 +182,9 @@ class Plan:
         plus Locust's own user count, spawn rate and host."""
         args = ["-u", str(self.users), "-r", repr(self.spawn_rate), "--host", self.targets[0]]
         for option in OPTIONS:
-            if option.locust:
-                args += [option.flag, option.format(option.read(self))]
+            value = option.read(self)
+            if option.locust and value is not None:  # None: not part of this run
+                args += [option.flag, option.format(value)]
         return args
 
 
@@ -167,6 +199,7 @@ def build_plan(
     message_bytes: int = 0,
     processes: int = 1,
     run_id: str | None = None,
+    fault: Fault | None = None,
 ) -> Plan:
     """A plan whose connect time fits its users (churn connects while it sends)."""
     if scenario not in SCENARIOS:
@@ -179,6 +212,14 @@ def build_plan(
         shape = replace(shape, rate=0.0)
     elif shape.rate <= 0:
         raise ValueError(f"--rate must be more than 0 for the {scenario} scenario")
+    if fault is not None:
+        if fault.end_s >= settle_s + duration_s:
+            raise ValueError(
+                f"--fault-at {fault.at_s:g} + --fault-for {fault.for_s:g} must end before "
+                f"sending does ({settle_s + duration_s:g} s): the recovery is part of the run"
+            )
+        if scenario not in ("fanout", "isolation"):
+            raise ValueError(f"--fault needs users that stay (fanout or isolation), not {scenario}")
     spawn_rate = min(float(shape.users), SPAWN_RATE)
     connect_s = 0.0 if scenario == "churn" else round(shape.users / spawn_rate + CONNECT_SLACK_S, 2)
     return Plan(
@@ -192,6 +233,7 @@ def build_plan(
         message_bytes=message_bytes,
         processes=processes,
         run_id=run_id or new_run_id(),
+        fault=fault,
     )
 
 
@@ -245,6 +287,21 @@ def positive_float(text: str) -> float:
     value = non_negative_float(text)
     if value == 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def fault_kind(text: str) -> str:
+    if text not in FAULT_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(FAULT_KINDS)})"
+        )
+    return text
+
+
+def share(text: str) -> float:
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction, at most 1 (e.g. 0.1)")
     return value
 
 
@@ -394,6 +451,47 @@ OPTIONS: tuple[Option, ...] = (
         default="",
         cli=False,
     ),
+    # The fault options: offered by `bench` alone (add_fault_options), read by Locust for
+    # slow-reader (which sockets stop reading, and when).
+    Option(
+        "--fault",
+        fault_kind,
+        "inject a fault into the services bench started: redis-restart, redis-stall, "
+        "server-kill, slow-reader, redis-failover (default: none)",
+        read=lambda plan: plan.fault.kind if plan.fault else None,
+        metavar="KIND",
+        cli=False,
+    ),
+    Option(
+        "--fault-at",
+        non_negative_float,
+        "seconds from the start of sending to the fault (default %(default)s)",
+        read=lambda plan: plan.fault.at_s if plan.fault else None,
+        default=DEFAULT_FAULT_AT_S,
+        metavar="SECONDS",
+        cli=False,
+        format=repr,
+    ),
+    Option(
+        "--fault-for",
+        positive_float,
+        "how long the fault lasts, in seconds (default %(default)s)",
+        read=lambda plan: plan.fault.for_s if plan.fault else None,
+        default=DEFAULT_FAULT_FOR_S,
+        metavar="SECONDS",
+        cli=False,
+        format=repr,
+    ),
+    Option(
+        "--slow-share",
+        share,
+        "slow-reader: the share of sockets that stop reading (default %(default)s)",
+        read=lambda plan: plan.fault.slow_share if plan.fault else None,
+        default=DEFAULT_SLOW_SHARE,
+        metavar="FRACTION",
+        cli=False,
+        format=repr,
+    ),
     Option(
         "--targets",
         target_list,
@@ -424,6 +522,22 @@ def add_options(parser: Any, *, for_locust: bool) -> None:
         )
 
 
+FAULT_FLAGS = ("--fault", "--fault-at", "--fault-for", "--slow-share")
+
+
+def add_fault_options(parser: Any) -> None:
+    """The fault options, for `python -m load bench` (defined once, in OPTIONS)."""
+    for option in OPTIONS:
+        if option.flag in FAULT_FLAGS:
+            parser.add_argument(
+                option.flag,
+                type=option.parse,
+                default=option.default,
+                metavar=option.metavar,
+                help=option.help,
+            )
+
+
 def _value(options: Any, option: Option) -> Any:
     value = getattr(options, option.dest, option.default)
     if isinstance(value, str) and option.parse is not str:
@@ -444,6 +558,11 @@ def plan_from_options(options: Any, *, users: int, targets: Sequence[str] | None
     values: Mapping[str, Any] = {option.dest: _value(options, option) for option in OPTIONS}
     scenario = values["scenario"]
     shape = default_shape(scenario, users, values["rooms"], values["rate"])
+    fault = None
+    if values["fault"]:
+        fault = Fault(
+            values["fault"], values["fault_at"], values["fault_for"], values["slow_share"]
+        )
     run_targets = targets or values["targets"]
     if not run_targets:
         raise ValueError("give --host ws://HOST:PORT (or --targets)")
@@ -458,6 +577,7 @@ def plan_from_options(options: Any, *, users: int, targets: Sequence[str] | None
         # Locust's own --processes shares the name: None when unset, -1 for "one per CPU".
         processes=values["processes"] if (values["processes"] or 0) > 0 else 1,
         run_id=values["run_id"] or None,
+        fault=fault,
     )
     if values["connect"]:
         plan = replace(plan, connect_s=values["connect"])

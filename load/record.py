@@ -89,8 +89,15 @@ def harness_info() -> dict[str, Any]:
     }
 
 
-def run_record(plan: Plan, tally: Tally, stack: Stack, usage: ServerUsage) -> dict[str, Any]:
-    """One entry of summary.json's ``runs``: the contract's keys first, in its order."""
+def run_record(
+    plan: Plan,
+    tally: Tally,
+    stack: Stack,
+    usage: ServerUsage,
+    fault: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One entry of summary.json's ``runs``: the contract's keys first, in its order;
+    ``fault`` is a fault run's ``fault`` object (load/faults.py's fault_record)."""
     summary = summarize(tally)
     record: dict[str, Any] = {
         "layer": stack.layer,
@@ -107,6 +114,8 @@ def run_record(plan: Plan, tally: Tally, stack: Stack, usage: ServerUsage) -> di
     delivered = summary["delivered"]
     record["server_cpu_s"] = usage.cpu_s
     record["server_rss_mb"] = usage.rss_peak_mb
+    if fault is not None:
+        record["fault"] = fault
     record.update(
         {
             "asgi": stack.asgi,

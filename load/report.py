@@ -73,7 +73,37 @@ def table(runs: Sequence[Record]) -> str:
     for run in runs:
         for problem in problems(run):
             lines.append(f"! {run['layer']} {run['scenario']}: {problem}")
+    for run in runs:
+        if run.get("fault"):
+            lines.append(f"fault {_stack(run)}: {fault_line(run['fault'])}")
     return "\n".join(lines)
+
+
+def fault_line(fault: Mapping[str, Any]) -> str:
+    """What a fault did, in one line."""
+    recover = fault["time_to_recover_s"]
+    rss = fault["server_rss_mb"]
+    parts = [
+        f"{fault['kind']} at {fault['at_s']:g} s for {fault['for_s']:g} s",
+        f"dropped {fault['sockets_dropped']}, reconnects {fault['reconnects']} "
+        f"(failed {fault['reconnect_failures']})",
+        f"lost {fault['lost_in_window']} in the window, {fault['lost_outside_window']} outside",
+        "never recovered" if recover is None else f"recovered {recover:g} s after",
+        f"server RSS {rss['before']} / {rss['peak']} / {rss['after']} MiB",
+        f"{fault['server_tracebacks']} tracebacks",
+    ]
+    if fault.get("failover_s") is not None:
+        parts.append(f"failover {fault['failover_s']:g} s")
+    slow = fault.get("slow_reader")
+    if slow:
+        parts.append(
+            f"{slow['slow_sockets']} slow sockets, +{slow['server_rss_growth_mb']} MiB "
+            f"({slow['server_kb_per_slow_socket']} KiB each), p50 {slow['p50_ms_before']} → "
+            f"{slow['p50_ms_in_window']} ms"
+        )
+    if fault.get("injector_error"):
+        parts.append(f"INJECTOR: {fault['injector_error']}")
+    return "; ".join(parts)
 
 
 def problems(run: Record) -> list[str]:
@@ -398,6 +428,8 @@ def _timelines(runs: Sequence[Record]) -> str:
                 f"{'pass' if run['passed'] else 'fail'})"
             )
         title = f"{name}: {run['offered_deliveries_per_s']:,.0f} offered/s"
+        if run.get("fault"):
+            title += f"; fault {fault_line(run['fault'])}"
         svg = charts.run_timeline(run, f"Run {number}: {title}", run.get("fault"))
         parts.append(
             f"<details><summary>{html.escape(title)}</summary>"

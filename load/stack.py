@@ -4,6 +4,7 @@ started through services.py and stopped on exit."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -26,16 +27,19 @@ class LiveStack:
     are their ws:// URLs. ``settle_down`` waits out an overloaded step's backlog;
     ``restart_servers`` gives fresh server processes on the same backend."""
 
-    def __init__(self, stack: Stack, log_dir: Path) -> None:
+    def __init__(self, stack: Stack, log_dir: Path, *, sentinel: bool = False) -> None:
         self.stack = stack
         self.log_dir = log_dir
+        self.sentinel = sentinel  # the Redis layers through Redis Sentinel (redis-failover)
         self.servers: list[ChatServer] = []
         self._exit = contextlib.ExitStack()
         self.backend: Backend | None = None
 
     def __enter__(self) -> LiveStack:
         try:
-            self.backend = self._exit.enter_context(layer_backend(self.stack.layer))
+            self.backend = self._exit.enter_context(
+                layer_backend(self.stack.layer, sentinel=self.sentinel)
+            )
             self.start_servers()
         except ServiceError as error:
             self.__exit__(None, None, None)
@@ -59,7 +63,10 @@ class LiveStack:
         config = self.stack.layer_config
         for name, value in self.backend.env.items():
             config = config.replace(f"${name}", value)
-        return {"CHANNEL_LAYER_CONFIG": config}
+        # A backend that brings a config of its own (Sentinel's hosts) keeps it unless the
+        # user's config says otherwise.
+        own = json.loads(self.backend.env.get("CHANNEL_LAYER_CONFIG", "{}"))
+        return {"CHANNEL_LAYER_CONFIG": json.dumps({**own, **json.loads(config)})}
 
     def start_servers(self) -> None:
         try:

@@ -1,0 +1,86 @@
+"""The README's faults table from faults_matrix.sh's output: medians of the runs of each
+(fault, layer, servers), as Markdown.
+
+    python load/experiments/fault_table.py results/faults
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    ("dropped", lambda r: r["fault"]["sockets_dropped"]),
+    ("reconnects", lambda r: r["fault"]["reconnects"]),
+    ("reconnect failures", lambda r: r["fault"]["reconnect_failures"]),
+    ("lost in window", lambda r: r["fault"]["lost_in_window"]),
+    ("lost outside", lambda r: r["fault"]["lost_outside_window"]),
+    ("delivery ratio", lambda r: r["delivery_ratio"]),
+    ("recover s", lambda r: r["fault"]["time_to_recover_s"]),
+    ("max latency ms", lambda r: r["latency_ms"]["max"]),
+    ("tracebacks", lambda r: r["fault"]["server_tracebacks"]),
+    ("RSS MiB before/peak/after", None),
+    ("errors", lambda r: r["errors"]),
+)
+
+
+def median(values: list[Any]) -> Any:
+    """The median; 'never' counts as longer than any number (null time_to_recover)."""
+    if any(v is None for v in values):
+        known = sorted(v for v in values if v is not None)
+        ordered = known + [None] * (len(values) - len(known))
+        return ordered[len(ordered) // 2]
+    value = statistics.median(values)
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "never"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def main(root: Path) -> None:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for summary in sorted(root.glob("*/summary.json")):
+        for run in json.loads(summary.read_text())["runs"]:
+            groups[(run["fault"]["kind"], run["layer"], run["servers"])].append(run)
+    headings = ["fault", "layer", "servers", "runs", *(name for name, _ in COLUMNS)]
+    print("| " + " | ".join(headings) + " |")
+    print("|" + "---|" * len(headings))
+    for (kind, layer, servers), runs in groups.items():
+        cells = [kind, layer, str(servers), str(len(runs))]
+        for _name, get in COLUMNS:
+            if get is None:
+                rss = [r["fault"]["server_rss_mb"] for r in runs]
+                cells.append(
+                    "/".join(cell(median([x[k] for x in rss])) for k in ("before", "peak", "after"))
+                )
+            else:
+                cells.append(cell(median([get(r) for r in runs])))
+        print("| " + " | ".join(cells) + " |")
+    for (kind, layer, servers), runs in groups.items():
+        extra = []
+        for run in runs:
+            fault = run["fault"]
+            if fault.get("failover_s") is not None:
+                extra.append(f"failover {fault['failover_s']} s")
+            if fault.get("slow_reader"):
+                slow = fault["slow_reader"]
+                extra.append(
+                    f"{slow['slow_sockets']} slow, +{slow['server_rss_growth_mb']} MiB "
+                    f"({slow['server_kb_per_slow_socket']} KiB/slow socket), p50 "
+                    f"{slow['p50_ms_before']} -> {slow['p50_ms_in_window']} ms"
+                )
+            extra.append(json.dumps(run["errors_by_kind"]))
+        print(f"\n{kind} {layer} x{servers}: " + "; ".join(extra))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,366 @@
+"""Faults injected into a run (``bench --fault KIND``) and what they did.
+
+Three parts, each used by one side:
+
+* the harness (the ``bench`` process): ``check_fault`` refuses a fault that cannot apply
+  to a stack; ``FaultInjector`` is a thread that waits for the run's start of sending, then
+  breaks the services the harness started itself (LiveStack) at ``at_s`` and mends them
+  ``for_s`` seconds later; ``fault_record`` turns the run's timeline, the injector's log,
+  the servers' memory samples and logs into the contract's ``fault`` object;
+* the Locust side: ``announce_start`` tells the harness when sending starts, and
+  ``slow_window`` / ``read_slowly`` make the slow-reader sockets stop reading;
+* no Locust, gevent or network import at module level, so the accounting is unit-tested on
+  synthetic timelines.
+
+What each kind does to the services, at ``at_s`` and then at ``at_s + for_s``:
+
+* redis-restart: redis-server stops (SIGTERM; with no persistence configured that is
+  SHUTDOWN NOSAVE); it starts again on its port.
+* redis-stall: SIGSTOP to redis-server, its connections stay open and nothing answers;
+  SIGCONT.
+* server-kill: SIGKILL to the first chat server; it starts again on its port.
+* slow-reader: ``slow_share`` of the sockets stop reading (the Locust side); they read
+  again.
+* redis-failover: SIGKILL to the primary that Sentinel manages, a replica is promoted;
+  the old primary starts again (and Sentinel makes it a replica).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from load.plan import REDIS_FAULTS, SECOND_NS, Fault, Plan
+
+if TYPE_CHECKING:
+    from load.record import Stack
+    from load.sampling import ServerSampler
+    from load.stack import LiveStack
+    from load.stats import Window
+
+# The harness waits this long past the plan's connect time for Locust to announce the
+# start of sending (Locust's own start-up, a busy machine).
+START_WAIT_S = 60.0
+START_POLL_S = 0.05
+TRACEBACK = "Traceback (most recent call last)"
+REDIS_LAYERS = ("redis", "redis-pubsub")
+
+
+# ------------------------------------------------------------------ harness: refuse
+
+
+def check_fault(fault: Fault, stacks: Iterable[Stack]) -> None:
+    """ValueError (one line) when ``fault`` cannot apply to one of ``stacks``."""
+    for stack in stacks:
+        if fault.kind in REDIS_FAULTS and stack.layer not in REDIS_LAYERS:
+            raise ValueError(
+                f"--fault {fault.kind} acts on Redis: use --layers redis,redis-pubsub "
+                f"(not {stack.layer})"
+            )
+        if fault.kind == "server-kill" and stack.layer != "inmemory" and stack.servers < 2:
+            raise ValueError(
+                "--fault server-kill on a Redis layer needs --servers 2 or more, so that the "
+                "users of the other server keep chatting across the layer"
+            )
+
+
+def start_file(results_file: Path) -> Path:
+    """Where the Locust side writes the test's start (ns), beside its results file."""
+    return results_file.with_name(results_file.name + ".start")
+
+
+# ------------------------------------------------------------------ harness: inject
+
+
+@dataclass
+class InjectorLog:
+    """What the injector did, in wall-clock ns (None: did not happen)."""
+
+    began_ns: int | None = None
+    ended_ns: int | None = None
+    failover_s: float | None = None  # redis-failover: kill to a promoted replica
+    error: str | None = None
+    events: list[tuple[str, int]] = field(default_factory=list)
+
+
+class FaultInjector:
+    """``with FaultInjector(fault, plan, live, start_path):`` around the Locust run: a
+    thread waits for the start of sending, sleeps until ``at_s``, breaks, sleeps
+    ``for_s``, mends. On exit the service is mended whatever happened (a run that ended
+    early must not leave Redis stopped)."""
+
+    def __init__(self, fault: Fault, plan: Plan, live: LiveStack, start_path: Path) -> None:
+        self.fault = fault
+        self.plan = plan
+        self.live = live
+        self.start_path = start_path
+        self.log = InjectorLog()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fault-injector", daemon=True)
+        self._mend: Callable[[], None] | None = None
+
+    def __enter__(self) -> FaultInjector:
+        self.start_path.unlink(missing_ok=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        if self._mend is not None:  # the run ended inside the fault window
+            self._do_mend()
+
+    def sending_starts_ns(self) -> int | None:
+        """Wall-clock ns of the start of sending, once Locust announced its test start."""
+        deadline = time.monotonic() + self.plan.connect_s + START_WAIT_S
+        while time.monotonic() < deadline and not self._stop.is_set():
+            try:
+                test_start_ns = int(self.start_path.read_text())
+            except (OSError, ValueError):
+                time.sleep(START_POLL_S)  # polling for Locust's file; the deadline bounds it
+                continue
+            return test_start_ns + round(self.plan.connect_s * SECOND_NS)
+        return None
+
+    def _wait_until_ns(self, at_ns: int) -> bool:
+        """Sleep until ``at_ns``; False when the run ended first."""
+        return not self._stop.wait(max(0.0, (at_ns - time.time_ns()) / 1e9))
+
+    def _run(self) -> None:
+        try:
+            start_ns = self.sending_starts_ns()
+            if start_ns is None:
+                self.log.error = "Locust never announced the start of sending"
+                return
+            at_ns = start_ns + round(self.fault.at_s * SECOND_NS)
+            if not self._wait_until_ns(at_ns):
+                return
+            self.log.began_ns = time.time_ns()
+            self._mend = self._break()
+            self.log.events.append(("broken", time.time_ns()))
+            if self._wait_until_ns(at_ns + round(self.fault.for_s * SECOND_NS)):
+                self._do_mend()
+        except Exception as error:  # reported in the record: a broken injector is a result
+            self.log.error = f"{type(error).__name__}: {error}"
+
+    def _do_mend(self) -> None:
+        mend, self._mend = self._mend, None
+        if mend is None:
+            return
+        try:
+            mend()
+        except Exception as error:
+            self.log.error = f"mending failed: {type(error).__name__}: {error}"
+        self.log.ended_ns = time.time_ns()
+        self.log.events.append(("mended", self.log.ended_ns))
+
+    def _break(self) -> Callable[[], None] | None:
+        """Inject the fault; returns what mends it."""
+        kind, live = self.fault.kind, self.live
+        backend = live.backend
+        if kind == "redis-restart":
+            redis = backend.server
+            redis.shutdown()
+            return lambda: redis.start_again()
+        if kind == "redis-stall":
+            redis = backend.server
+            redis.pause()
+            return redis.resume
+        if kind == "server-kill":
+            server = live.servers[0]
+            server.kill()
+            return lambda: server.start_again()
+        if kind == "redis-failover":
+            sentinels = backend.sentinels
+            killed = sentinels.kill_primary()
+            started = time.monotonic()
+            sentinels.wait_for_failover(killed, timeout=30.0)
+            self.log.failover_s = round(time.monotonic() - started, 3)
+            return lambda: killed.start_again()
+        # slow-reader: the Locust side stops reading; nothing to do to the services.
+        return lambda: None
+
+
+# ------------------------------------------------------------------ Locust side
+
+
+def announce_start(results_file: str, test_start_ns: int) -> None:
+    """Locust's master (or only process): tell the harness when the test started."""
+    if results_file:
+        start_file(Path(results_file)).write_text(str(test_start_ns))
+
+
+def slow_window(plan: Plan, window: Window, user_index: int) -> tuple[int, int] | None:
+    """(from_ns, until_ns) when this user's socket stops reading, or None. The slow
+    sockets are spread evenly over the rooms: counted room by room, every
+    ``1 / slow_share``-th member is slow."""
+    fault = plan.fault
+    if fault is None or fault.kind != "slow-reader":
+        return None
+    per_room = math.ceil(plan.users / plan.rooms)
+    room, member = user_index % plan.rooms, user_index // plan.rooms
+    place = room * per_room + member
+    if int((place + 1) * fault.slow_share) <= int(place * fault.slow_share):
+        return None
+    start = window.start_ns + round(fault.at_s * SECOND_NS)
+    return start, start + round(fault.for_s * SECOND_NS)
+
+
+# A slow reader's socket receive buffer. Loopback lets the kernel buffer tens of MiB per
+# socket (tcp_rmem's maximum is 32 MiB here), far more than a real slow client's path holds
+# in flight, which would hide for many seconds what the server does with the backlog.
+SLOW_READER_RCVBUF = 64 * 1024
+
+
+def shrink_receive_buffer(sock: Any) -> None:
+    """Cap a slow reader's kernel receive buffer (this also turns off its autotuning)."""
+    import socket
+
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_READER_RCVBUF)
+
+
+def read_slowly(
+    handler: Callable[[bytes, int], None], from_ns: int, until_ns: int
+) -> Callable[[bytes, int], None]:
+    """The receive callback of a slow reader: the first frame that arrives in
+    [from_ns, until_ns) blocks the receive loop until ``until_ns``, so the socket is not
+    read and the server's buffers fill, as with a browser that stopped reading. (Frames
+    read in the same ``recv`` as that one keep their earlier receipt time.)"""
+    import gevent  # the Locust side only
+
+    def on_text(payload: bytes, recv_ns: int) -> None:
+        now_ns = time.time_ns()
+        if from_ns <= now_ns < until_ns:
+            gevent.sleep((until_ns - now_ns) / 1e9)
+        handler(payload, recv_ns)
+
+    return on_text
+
+
+# ------------------------------------------------------------------ accounting
+
+
+def window_seconds(fault: Fault) -> range:
+    """The timeline seconds that overlap the fault window."""
+    return range(math.floor(fault.at_s), math.ceil(fault.end_s))
+
+
+def time_to_recover(
+    rows: Sequence[Mapping[str, Any]], fault: Fault, users: int
+) -> tuple[float | None, int | None]:
+    """(seconds from the fault's end, timeline second) of the first full second after the
+    fault in which every user was connected and every message sent reached every firm
+    member; (None, None) when that never happened while users were sending."""
+    first = math.ceil(fault.end_s)
+    for row in rows:
+        second = row["t_s"]
+        if second < first or not row["sent"]:
+            continue
+        if row["connected"] >= users and row["lost"] == 0:
+            return round(max(0.0, second - fault.end_s), 3), second
+    return None, None
+
+
+def fault_record(
+    fault: Fault,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    users: int,
+    counters: Mapping[str, int],
+    log: InjectorLog | None,
+    rss: RssReadings,
+    server_logs: Iterable[str],
+) -> dict[str, Any]:
+    """The contract's ``fault`` object (plus a few fields beyond it)."""
+    inside = set(window_seconds(fault))
+    lost_in = sum(row["lost"] for row in rows if row["t_s"] in inside)
+    lost_out = sum(row["lost"] for row in rows if row["t_s"] not in inside)
+    recover_s, recovered_at = time_to_recover(rows, fault, users)
+    record: dict[str, Any] = {
+        "kind": fault.kind,
+        "at_s": fault.at_s,
+        "for_s": fault.for_s,
+        "sockets_dropped": counters.get("sockets_dropped", 0),
+        "reconnects": counters.get("reconnects", 0),
+        "reconnect_failures": counters.get("reconnect_failures", 0),
+        "lost_in_window": lost_in,
+        "lost_outside_window": lost_out,
+        "time_to_recover_s": recover_s,
+        "server_tracebacks": sum(text.count(TRACEBACK) for text in server_logs),
+        "server_rss_mb": {"before": rss.before, "peak": rss.peak, "after": rss.after},
+        # Beyond the contract:
+        "recovered_at_s": recovered_at,
+        "injected": log is not None and log.began_ns is not None,
+        "injector_error": log.error if log is not None else None,
+    }
+    if fault.kind == "redis-failover":
+        record["failover_s"] = log.failover_s if log is not None else None
+    if fault.kind == "slow-reader":
+        record["slow_reader"] = slow_reader_findings(fault, rows, counters, rss)
+    return record
+
+
+def slow_reader_findings(
+    fault: Fault, rows: Sequence[Mapping[str, Any]], counters: Mapping[str, int], rss: RssReadings
+) -> dict[str, Any]:
+    """Server growth per slow socket, and whether everyone else was delayed: the p50 of
+    a second's deliveries is a normal reader's while slow readers are under half."""
+    slow = counters.get("slow_sockets", 0)
+    inside = set(window_seconds(fault))
+    before = [row["p50_ms"] for row in rows if row["t_s"] < fault.at_s and row.get("p50_ms")]
+    during = [row["p50_ms"] for row in rows if row["t_s"] in inside and row.get("p50_ms")]
+    growth = None if rss.peak is None or rss.before is None else round(rss.peak - rss.before, 1)
+    return {
+        "slow_sockets": slow,
+        "server_rss_growth_mb": growth,
+        "server_kb_per_slow_socket": (
+            round(growth * 1024 / slow, 1) if growth is not None and slow else None
+        ),
+        "p50_ms_before": _median(before),
+        "p50_ms_in_window": _median(during),
+    }
+
+
+def _median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return round((ordered[middle - 1] + ordered[middle]) / 2, 3)
+
+
+@dataclass(frozen=True)
+class RssReadings:
+    """The chat servers' resident memory (MiB, summed over servers) before the fault, its
+    peak from the fault to the end of sending, and at the end of sending."""
+
+    before: float | None = None
+    peak: float | None = None
+    after: float | None = None
+
+
+def rss_readings(
+    sampler: ServerSampler, log: InjectorLog | None, window: Window, fault: Fault
+) -> RssReadings:
+    """From the sampler; a sample taken while a killed server was down (unknown) is
+    left out rather than read as 0."""
+    began = (
+        log.began_ns
+        if log is not None and log.began_ns
+        else window.start_ns + round(fault.at_s * SECOND_NS)
+    )
+    known = [s for s in sampler.samples if s.rss_mb is not None]
+    before = [s.rss_mb for s in known if s.at_ns <= began]
+    after = [s.rss_mb for s in known if began <= s.at_ns <= window.until_ns]
+    return RssReadings(
+        before=round(before[-1], 1) if before else None,
+        peak=round(max(after), 1) if after else None,
+        after=round(after[-1], 1) if after else None,
+    )
