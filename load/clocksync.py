@@ -37,10 +37,10 @@ PONG_TIMEOUT_S = 2.0
 def read_master_clock(shift_ns: int) -> None:
     """From now on the harness modules of this process read the master's clock (shift 0:
     their own). One place, instead of a correction at every timestamp they take."""
-    from load import gevent_users, wire  # the modules that stamp times
+    from load import faults, gevent_users, wire  # the modules that stamp or compare times
 
     replacement = clock.ShiftedTime(shift_ns) if shift_ns else time
-    for module in (gevent_users, wire):
+    for module in (gevent_users, wire, faults):
         module.time = replacement
 
 

@@ -283,7 +283,7 @@ class ChatUser(User):
                     receiver.join(timeout=max(0.0, (session.leave_ns - time.time_ns()) / 1e9))
             if receiver.ready():  # the server ended the connection before we left
                 ledger.start_leaving(time.time_ns())
-                process.tally.error(f"connection_{receiver.value or 'failed'}", time.time_ns())
+                process.tally.error(f"connection_{_outcome(receiver)}", time.time_ns())
                 _fire(self.environment, "connection lost", 0, RuntimeError(str(receiver.value)))
                 return DROPPED
             # Drained early: everything sent has arrived, so nothing is still in flight.
@@ -392,7 +392,16 @@ class ChatUser(User):
         elif receiver.value == "closed":
             tally.counters["sessions_closed_cleanly"] += 1
         else:
-            tally.error(f"close_{receiver.value}", time.time_ns())
+            tally.error(f"close_{_outcome(receiver)}", time.time_ns())
+
+
+def _outcome(receiver: Any) -> str:
+    """How a socket's reader ended: its own word ("closed", "eof", "reset", ...), or
+    "error" when its callback raised (a hub receiver says so itself; a slow reader's
+    greenlet only holds the exception), else "failed"."""
+    if receiver.value:
+        return str(receiver.value)
+    return "error" if getattr(receiver, "exception", None) is not None else "failed"
 
 
 def _on_timers(

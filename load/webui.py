@@ -67,6 +67,9 @@ class Shipper:
 
     def snapshot(self) -> Snapshot:
         tally = self.process.tally
+        # The fast receive path files deliveries in bulk once a second (Tally.fold); file
+        # them now, or the live numbers would lag a second behind and read low.
+        tally.fold()
         sends = tally.sends[self.sends_sent :]
         memberships = tally.memberships[self.memberships_sent :]
         self.sends_sent += len(sends)
