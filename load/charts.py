@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -127,20 +127,29 @@ def latency_against_load(runs: Sequence[Record], slo_ms: float | None) -> str:
     return _svg(figure, "Latency against offered load")
 
 
+def _plot_against_offered(
+    axes: plt.Axes, series: Mapping[str, Sequence[Record]], y_of: Callable[[Record], float]
+) -> float:
+    """One line per search, ``y_of(step)`` against offered deliveries/s, coloured per
+    stack; returns the largest x or y drawn."""
+    top = 0.0
+    styled = _styled(list(series))
+    for name, steps in series.items():
+        color, label = styled[name]
+        x = [r["offered_deliveries_per_s"] for r in steps]
+        y = [y_of(r) for r in steps]
+        top = max(top, *x, *y)
+        axes.plot(x, y, marker="o", markersize=3, color=color, label=label)
+    return top
+
+
 def delivered_against_offered(runs: Sequence[Record]) -> str:
     """Delivered against offered deliveries/s, with the y = x line of a perfect server."""
     series = _series(runs)
     if not series:
         return ""
     figure, axes = plt.subplots(figsize=(7.5, 4))
-    top = 0.0
-    styled = _styled(list(series))
-    for name, steps in series.items():
-        color, label = styled[name]
-        x = [r["offered_deliveries_per_s"] for r in steps]
-        y = [r["delivered_per_s"] for r in steps]
-        top = max(top, *x, *y)
-        axes.plot(x, y, marker="o", markersize=3, color=color, label=label)
+    top = _plot_against_offered(axes, series, lambda r: r["delivered_per_s"])
     axes.plot([0, top], [0, top], color="#888", linewidth=0.8, linestyle=":", label="y = x")
     axes.set_xlabel("offered deliveries per second")
     axes.set_ylabel("delivered per second")
@@ -157,12 +166,9 @@ def loss_against_offered(runs: Sequence[Record]) -> str:
     if not series:
         return ""
     figure, axes = plt.subplots(figsize=(7.5, 3.2))
-    styled = _styled(list(series))
-    for name, steps in series.items():
-        color, label = styled[name]
-        x = [r["offered_deliveries_per_s"] for r in steps]
-        y = [100 * r["lost"] / r["expected"] if r["expected"] else 0.0 for r in steps]
-        axes.plot(x, y, marker="o", markersize=3, color=color, label=label)
+    _plot_against_offered(
+        axes, series, lambda r: 100 * r["lost"] / r["expected"] if r["expected"] else 0.0
+    )
     axes.set_xlabel("offered deliveries per second")
     axes.set_ylabel("lost, % of expected")
     axes.xaxis.set_major_formatter(_THOUSANDS)
