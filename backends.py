@@ -827,7 +827,7 @@ def service_of(layer: str) -> environment.Service | None:
 
 @contextlib.contextmanager
 def layer_backend(
-    layer: str, *, url: str | None = None, sentinel: bool = False
+    layer: str, *, url: str | None = None, sentinel: bool = False, throwaway: bool = False
 ) -> Iterator[Backend]:
     """The backend ``layer`` runs on, for the duration of the ``with`` block.
 
@@ -835,7 +835,9 @@ def layer_backend(
     $POSTGRES_URL, $RABBITMQ_URL, $NATS_URL) when given; otherwise a throw-away server,
     stopped on exit. PostgreSQL gets channels-postgres's tables either way.
     ``sentinel=True`` (Redis layers): a throw-away RedisSentinelSet, the layer configured
-    through it (CHANNEL_LAYER_CONFIG) and reachable as ``Backend.sentinels``."""
+    through it (CHANNEL_LAYER_CONFIG) and reachable as ``Backend.sentinels``.
+    ``throwaway=True``: a throw-away server whatever the environment says (a test that
+    stops it must never touch a server others share)."""
     service = service_of(layer)
     if sentinel:
         if service is not environment.REDIS:
@@ -849,7 +851,7 @@ def layer_backend(
     if service is None:
         yield Backend(layer, {})
         return
-    existing = url or os.environ.get(service.url_variable, "").strip()
+    existing = None if throwaway else url or os.environ.get(service.url_variable, "").strip()
     if existing:
         backend = Backend(layer, {service.url_variable: existing})
         _prepare_database(backend)

@@ -8,12 +8,13 @@ locally it skips with what to install.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
 
 from live import Backends, LiveChat, LiveServers, layer_param, missing_dependency
-from services import LAYERS, Backend, MissingExecutable, RedisServer
+from services import LAYERS, Backend, MissingExecutable, RedisServer, layer_backend
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +116,19 @@ def restartable_redis() -> Iterator[RedisServer]:
         missing_dependency(str(error))
     with server:
         yield server
+
+
+@pytest.fixture
+def restartable_backend(layer: str) -> Iterator[Backend]:
+    """A throw-away server for ``layer`` for this test alone (``Backend.server``), to stop
+    (``shutdown``) and start again on its port (``start_again``); never the session's
+    servers or a URL variable's, for the reason ``restartable_redis`` gives."""
+    with contextlib.ExitStack() as stack:
+        try:
+            backend = stack.enter_context(layer_backend(layer, throwaway=True))
+        except MissingExecutable as error:
+            missing_dependency(str(error))
+        yield backend
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -105,6 +105,21 @@ def test_layer_backend_uses_the_url_variable_when_set(name, backend_for, monkeyp
         assert backend == Backend(layer, {variable: url}, server=None)
 
 
+@pytest.mark.nats
+def test_a_throwaway_layer_backend_ignores_the_url_variable(monkeypatch):
+    # A fault test stops this server: it must never be one the environment names.
+    monkeypatch.setenv("NATS_URL", "nats://127.0.0.1:1")
+    try:
+        find_executable("nats-server")
+    except MissingExecutable as error:
+        from live import missing_dependency
+
+        missing_dependency(str(error))
+    with layer_backend("nats", throwaway=True) as backend:
+        assert backend.server is not None and backend.url == backend.server.url
+        assert backend.url != "nats://127.0.0.1:1"
+
+
 def test_layer_backend_needs_nothing_for_inmemory():
     with layer_backend("inmemory") as backend:
         assert backend == Backend("inmemory", {}, server=None)

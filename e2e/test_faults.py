@@ -1,4 +1,5 @@
-"""What a person sees in the room page when Redis restarts, on both Redis layers.
+"""What a person sees in the room page when the layer's server restarts: Redis on both
+Redis layers, then RabbitMQ, NATS and PostgreSQL (at the end of this file).
 
 Two windows chat in a room on a Daphne server of the test's own, over a redis-server of
 the test's own (the session's servers must never meet a restarted Redis), which is stopped
@@ -53,14 +54,7 @@ def open_two_windows_that_chat(
     """A server of this test's own on ``redis``, two windows in ``room``, and the positive
     control: a message reaches both before any fault."""
     server = live_chat.own(layer, backend=Backend(layer, {"REDIS_URL": redis.url}, redis))
-    first, second = browser.open_room(server, room), browser.open_room(server, room)
-    for window in (first, second):
-        assert window.wait_for_status("connected") == "connected"
-    first.type_message("before the restart")
-    for window in (first, second):
-        window.wait_for_log(["before the restart"])
-        window.watch_socket()
-    return server, first, second
+    return (server, *open_windows_that_chat(server, browser, room))
 
 
 def stop_redis_and_see_what_the_page_shows(
@@ -168,3 +162,96 @@ def test_after_a_redis_restart_a_reload_empties_the_log_and_chat_flows_again(
     second.type_message("back from window 2")
     for window in (first, second):
         window.wait_for_log(["after the reload", "back from window 2"])
+
+
+# ------------------------------------------------------------- the other layers' servers
+#
+# What each layer did when its own server restarted, found with `bench --fault
+# backend-restart` (README, "Faults") and asserted here in the browser; channels-rabbitmq
+# 4.0.1 on RabbitMQ 3.10.8, channels-nats 0.6.1 on nats-server 2.9.10, channels-postgres
+# 1.1.4 on PostgreSQL 15.18, Daphne 4.2.3:
+#
+# - rabbitmq, nats: the layer reconnects by itself and the sockets stay open. A message
+#   sent while the server is away is held (in the sender's consumer, or nats-py's pending
+#   buffer) and arrives once it is back: late, not lost.
+# - postgres: the process's LISTEN session dies with the server and nothing starts it
+#   again, so the process never receives another message. Its idle sockets stay open and
+#   the page says "connected"; the first use of each pooled connection that the restart
+#   closed fails (the socket closes with 1011, a handshake gets HTTP 500). A server process
+#   started after the restart chats normally.
+
+
+@pytest.mark.parametrize("layer", [layer_param(layer) for layer in ("rabbitmq", "nats")])
+def test_a_broker_restart_keeps_the_sockets_and_delivers_what_was_sent_meanwhile(
+    layer: str,
+    restartable_backend: Backend,
+    live_chat: LiveChat,
+    browser: Browser,
+    unique_room: UniqueRoom,
+) -> None:
+    broker = restartable_backend.server
+    server = live_chat.own(layer, backend=restartable_backend)
+    first, second = open_windows_that_chat(server, browser, unique_room("room"))
+
+    broker.shutdown()
+    first.type_message("sent while the broker was away")
+    broker.start_again()
+
+    for window in (first, second):
+        window.wait_for_log(["before the restart", "sent while the broker was away"])
+    second.type_message("after the restart")
+    for window in (first, second):
+        window.wait_for_log(
+            ["before the restart", "sent while the broker was away", "after the restart"]
+        )
+        assert window.uses_watched_socket() and window.watched_socket_closes() == []
+        assert window.status() == "connected"
+
+
+@pytest.mark.parametrize("layer", [layer_param("postgres")])
+def test_after_a_postgres_restart_a_server_never_hears_its_rooms_again(
+    layer: str,
+    restartable_backend: Backend,
+    live_chat: LiveChat,
+    browser: Browser,
+    unique_room: UniqueRoom,
+) -> None:
+    postgres = restartable_backend.server
+    room = unique_room("room")
+    before = live_chat.own(layer, backend=restartable_backend)
+    first, second = open_windows_that_chat(before, browser, room)
+
+    postgres.shutdown()
+    postgres.start_again()
+    # The positive control: a server started after the restart chats in the same room.
+    after = live_chat.own(layer, backend=restartable_backend)
+    third = browser.open_room(after, room)
+    assert third.wait_for_status("connected") == "connected"
+    third.type_message("from the new server")
+    third.wait_for_log(["from the new server"])
+
+    # The old server's windows did not get it, and nothing tells them: the socket is open
+    # and the page says it is connected.
+    for window in (first, second):
+        assert window.log() == ["before the restart"]
+        assert window.uses_watched_socket() and window.watched_socket_closes() == []
+        assert window.status() == "connected"
+    # What the old page sends goes out on a pooled database connection that the restart
+    # closed: the consumer raises and the socket closes with 1011.
+    first.type_message("from the old server")
+    assert first.wait_for_watched_socket_close() == CLOSED_BY_SERVER_ERROR
+
+
+def open_windows_that_chat(
+    server: ChatServer, browser: Browser, room: str
+) -> tuple[ChatWindow, ChatWindow]:
+    """Two windows in ``room`` on ``server``, and the positive control: a message reaches
+    both before any fault. Their sockets are watched from then on."""
+    first, second = browser.open_room(server, room), browser.open_room(server, room)
+    for window in (first, second):
+        assert window.wait_for_status("connected") == "connected"
+    first.type_message("before the restart")
+    for window in (first, second):
+        window.wait_for_log(["before the restart"])
+        window.watch_socket()
+    return first, second

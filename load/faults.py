@@ -23,11 +23,15 @@ What each kind does to the services, at ``at_s`` and then at ``at_s + for_s``:
   again.
 * redis-failover: SIGKILL to the primary that Sentinel manages, a replica is promoted;
   the old primary starts again (and Sentinel makes it a replica).
+* backend-restart: the layer's own server (redis-server, PostgreSQL, RabbitMQ or
+  nats-server) stops cleanly; it starts again on its port with its data directory, and
+  the window ends when it answers again (``mend_s`` in the record: how long that took).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from load.plan import REDIS_FAULTS, SECOND_NS, Fault, Plan
+from load.plan import BACKEND_FAULTS, REDIS_FAULTS, SECOND_NS, Fault, Plan
 
 if TYPE_CHECKING:
     from load.record import Stack
@@ -48,15 +52,39 @@ if TYPE_CHECKING:
 START_WAIT_S = 60.0
 START_POLL_S = 0.05
 TRACEBACK = "Traceback (most recent call last)"
+# A second's messages count as prompt when their p99 is at most this (the capacity
+# search's default objective).
+PROMPT_P99_MS = 100.0
 REDIS_LAYERS = ("redis", "redis-pubsub")
 
 
 # ------------------------------------------------------------------ harness: refuse
 
 
-def check_fault(fault: Fault, stacks: Iterable[Stack]) -> None:
-    """ValueError (one line) when ``fault`` cannot apply to one of ``stacks``."""
+def check_fault(
+    fault: Fault, stacks: Iterable[Stack], environ: Mapping[str, str] | None = None
+) -> None:
+    """ValueError (one line) when ``fault`` cannot apply to one of ``stacks``: a Redis
+    fault on another layer, a backend fault where there is no backend or where the layer's
+    URL variable in ``environ`` (default: this process's) points at a server the harness
+    did not start and must not break."""
+    from backends import service_of  # the harness side only
+
+    environ = os.environ if environ is None else environ
     for stack in stacks:
+        service = service_of(stack.layer)
+        if fault.kind == "backend-restart" and service is None:
+            raise ValueError(
+                f"--fault backend-restart restarts the server behind the layer, and "
+                f"{stack.layer} has none: use --layers redis,redis-pubsub,postgres,rabbitmq,nats"
+            )
+        # (redis-failover always starts a Sentinel set of its own.)
+        own_url = service and environ.get(service.url_variable, "").strip()
+        if fault.kind in BACKEND_FAULTS and fault.kind != "redis-failover" and own_url:
+            raise ValueError(
+                f"--fault {fault.kind} breaks only servers the harness starts, and "
+                f"{service.url_variable} names your own: unset it to let bench start one"
+            )
         if fault.kind in REDIS_FAULTS and stack.layer not in REDIS_LAYERS:
             raise ValueError(
                 f"--fault {fault.kind} acts on Redis: use --layers redis,redis-pubsub "
@@ -64,7 +92,7 @@ def check_fault(fault: Fault, stacks: Iterable[Stack]) -> None:
             )
         if fault.kind == "server-kill" and stack.layer != "inmemory" and stack.servers < 2:
             raise ValueError(
-                "--fault server-kill on a Redis layer needs --servers 2 or more, so that the "
+                f"--fault server-kill on {stack.layer} needs --servers 2 or more, so that the "
                 "users of the other server keep chatting across the layer"
             )
 
@@ -84,6 +112,7 @@ class InjectorLog:
     began_ns: int | None = None
     ended_ns: int | None = None
     failover_s: float | None = None  # redis-failover: kill to a promoted replica
+    mend_s: float | None = None  # from the start of mending to the service answering
     error: str | None = None
     events: list[tuple[str, int]] = field(default_factory=list)
 
@@ -152,10 +181,12 @@ class FaultInjector:
         mend, self._mend = self._mend, None
         if mend is None:
             return
+        started = time.monotonic()
         try:
             mend()
         except Exception as error:
             self.log.error = f"mending failed: {type(error).__name__}: {error}"
+        self.log.mend_s = round(time.monotonic() - started, 3)
         self.log.ended_ns = time.time_ns()
         self.log.events.append(("mended", self.log.ended_ns))
 
@@ -163,10 +194,10 @@ class FaultInjector:
         """Inject the fault; returns what mends it."""
         kind, live = self.fault.kind, self.live
         backend = live.backend
-        if kind == "redis-restart":
-            redis = backend.server
-            redis.shutdown()
-            return lambda: redis.start_again()
+        if kind in ("redis-restart", "backend-restart"):
+            server = backend.server
+            server.shutdown()
+            return lambda: server.start_again()
         if kind == "redis-stall":
             redis = backend.server
             redis.pause()
@@ -261,9 +292,34 @@ def time_to_recover(
         second = row["t_s"]
         if second < first or not row["sent"]:
             continue
-        if row["connected"] >= users and row["lost"] == 0:
+        if _whole(row, users):
             return round(max(0.0, second - fault.end_s), 3), second
     return None, None
+
+
+def time_to_steady(
+    rows: Sequence[Mapping[str, Any]], fault: Fault, users: int, p99_ms: float = PROMPT_P99_MS
+) -> float | None:
+    """Seconds from the fault's end to the start of the first full second after it from
+    which on, to the end of sending, every second was whole (as in ``time_to_recover``)
+    and its messages' p99 was at most ``p99_ms``; None when the last second of sending
+    was not. Stricter than ``time_to_recover``: a layer that holds messages while its
+    server is away is whole at once, and late, and may drop the backlog later."""
+    first = math.ceil(fault.end_s)
+    steady_from = None
+    for row in rows:
+        if row["t_s"] < first or not row["sent"]:
+            continue
+        prompt = row["p99_ms"] is not None and row["p99_ms"] <= p99_ms
+        if _whole(row, users) and prompt:
+            steady_from = row["t_s"] if steady_from is None else steady_from
+        else:
+            steady_from = None
+    return None if steady_from is None else round(max(0.0, steady_from - fault.end_s), 3)
+
+
+def _whole(row: Mapping[str, Any], users: int) -> bool:
+    return row["connected"] >= users and row["lost"] == 0
 
 
 def fault_record(
@@ -281,6 +337,7 @@ def fault_record(
     lost_in = sum(row["lost"] for row in rows if row["t_s"] in inside)
     lost_out = sum(row["lost"] for row in rows if row["t_s"] not in inside)
     recover_s, recovered_at = time_to_recover(rows, fault, users)
+    steady_s = time_to_steady(rows, fault, users)
     record: dict[str, Any] = {
         "kind": fault.kind,
         "at_s": fault.at_s,
@@ -295,11 +352,14 @@ def fault_record(
         "server_rss_mb": {"before": rss.before, "peak": rss.peak, "after": rss.after},
         # Beyond the contract:
         "recovered_at_s": recovered_at,
+        "time_to_steady_s": steady_s,
         "injected": log is not None and log.began_ns is not None,
         "injector_error": log.error if log is not None else None,
     }
     if fault.kind == "redis-failover":
         record["failover_s"] = log.failover_s if log is not None else None
+    if fault.kind == "backend-restart":
+        record["mend_s"] = log.mend_s if log is not None else None
     if fault.kind == "slow-reader":
         record["slow_reader"] = slow_reader_findings(fault, rows, counters, rss)
     return record

@@ -37,9 +37,18 @@ SPAWN_RATE = 100.0
 CONNECT_SLACK_S = 0.5
 
 
-FAULT_KINDS = ("redis-restart", "redis-stall", "server-kill", "slow-reader", "redis-failover")
+FAULT_KINDS = (
+    "redis-restart",
+    "redis-stall",
+    "server-kill",
+    "slow-reader",
+    "redis-failover",
+    "backend-restart",
+)
 # The faults that act on Redis, so only on the Redis layers.
 REDIS_FAULTS = ("redis-restart", "redis-stall", "redis-failover")
+# The faults that act on the server behind the layer, so only where the harness started it.
+BACKEND_FAULTS = (*REDIS_FAULTS, "backend-restart")
 DEFAULT_FAULT_AT_S = 5.0
 DEFAULT_FAULT_FOR_S = 3.0
 DEFAULT_SLOW_SHARE = 0.1
@@ -457,7 +466,8 @@ OPTIONS: tuple[Option, ...] = (
         "--fault",
         fault_kind,
         "inject a fault into the services bench started: redis-restart, redis-stall, "
-        "server-kill, slow-reader, redis-failover (default: none)",
+        "server-kill, slow-reader, redis-failover, backend-restart (the layer's own "
+        "server: Redis, PostgreSQL, RabbitMQ or NATS) (default: none)",
         read=lambda plan: plan.fault.kind if plan.fault else None,
         metavar="KIND",
         cli=False,

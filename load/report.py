@@ -79,6 +79,14 @@ def table(runs: Sequence[Record]) -> str:
     return "\n".join(lines)
 
 
+def _steady_part(fault: Mapping[str, Any]) -> list[str]:
+    """When the chat was whole and prompt for good, if that differs from the recovery."""
+    steady = fault.get("time_to_steady_s")
+    if fault["time_to_recover_s"] is None or steady == fault["time_to_recover_s"]:
+        return []
+    return ["never steady again" if steady is None else f"steady {steady:g} s after"]
+
+
 def fault_line(fault: Mapping[str, Any]) -> str:
     """What a fault did, in one line."""
     recover = fault["time_to_recover_s"]
@@ -89,11 +97,14 @@ def fault_line(fault: Mapping[str, Any]) -> str:
         f"(failed {fault['reconnect_failures']})",
         f"lost {fault['lost_in_window']} in the window, {fault['lost_outside_window']} outside",
         "never recovered" if recover is None else f"recovered {recover:g} s after",
+        *_steady_part(fault),
         f"server RSS {rss['before']} / {rss['peak']} / {rss['after']} MiB",
         f"{fault['server_tracebacks']} tracebacks",
     ]
     if fault.get("failover_s") is not None:
         parts.append(f"failover {fault['failover_s']:g} s")
+    if fault.get("mend_s") is not None:
+        parts.append(f"its server answered {fault['mend_s']:g} s after the window")
     slow = fault.get("slow_reader")
     if slow:
         parts.append(

@@ -1,5 +1,5 @@
 """The README's faults table from faults_matrix.sh's output: medians of the runs of each
-(fault, layer, servers), as Markdown.
+(fault, layer, ASGI server, servers), as Markdown.
 
     python load/experiments/fault_table.py results/faults
 """
@@ -21,6 +21,8 @@ COLUMNS = (
     ("lost outside", lambda r: r["fault"]["lost_outside_window"]),
     ("delivery ratio", lambda r: r["delivery_ratio"]),
     ("recover s", lambda r: r["fault"]["time_to_recover_s"]),
+    ("steady s", lambda r: r["fault"].get("time_to_steady_s")),
+    ("back up s", lambda r: r["fault"].get("mend_s")),
     ("max latency ms", lambda r: r["latency_ms"]["max"]),
     ("tracebacks", lambda r: r["fault"]["server_tracebacks"]),
     ("RSS MiB before/peak/after", None),
@@ -50,12 +52,13 @@ def main(root: Path) -> None:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for summary in sorted(root.glob("*/summary.json")):
         for run in json.loads(summary.read_text())["runs"]:
-            groups[(run["fault"]["kind"], run["layer"], run["servers"])].append(run)
-    headings = ["fault", "layer", "servers", "runs", *(name for name, _ in COLUMNS)]
+            key = (run["fault"]["kind"], run["layer"], run.get("asgi", "daphne"), run["servers"])
+            groups[key].append(run)
+    headings = ["fault", "layer", "asgi", "servers", "runs", *(name for name, _ in COLUMNS)]
     print("| " + " | ".join(headings) + " |")
     print("|" + "---|" * len(headings))
-    for (kind, layer, servers), runs in groups.items():
-        cells = [kind, layer, str(servers), str(len(runs))]
+    for (kind, layer, asgi, servers), runs in groups.items():
+        cells = [kind, layer, asgi, str(servers), str(len(runs))]
         for _name, get in COLUMNS:
             if get is None:
                 rss = [r["fault"]["server_rss_mb"] for r in runs]
@@ -65,7 +68,7 @@ def main(root: Path) -> None:
             else:
                 cells.append(cell(median([get(r) for r in runs])))
         print("| " + " | ".join(cells) + " |")
-    for (kind, layer, servers), runs in groups.items():
+    for (kind, layer, asgi, servers), runs in groups.items():
         extra = []
         for run in runs:
             fault = run["fault"]
@@ -79,7 +82,7 @@ def main(root: Path) -> None:
                     f"{slow['p50_ms_before']} -> {slow['p50_ms_in_window']} ms"
                 )
             extra.append(json.dumps(run["errors_by_kind"]))
-        print(f"\n{kind} {layer} x{servers}: " + "; ".join(extra))
+        print(f"\n{kind} {layer} {asgi} x{servers}: " + "; ".join(extra))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from load.faults import (
     fault_record,
     slow_window,
     time_to_recover,
+    time_to_steady,
     window_seconds,
 )
 from load.plan import Fault, Shape, build_plan, plan_from_options
@@ -76,8 +77,9 @@ def test_losses_are_split_by_the_fault_window() -> None:
     assert list(record)[:13] == [
         "kind", "at_s", "for_s", "sockets_dropped", "reconnects", "reconnect_failures",
         "lost_in_window", "lost_outside_window", "time_to_recover_s", "server_tracebacks",
-        "server_rss_mb", "recovered_at_s", "injected",
+        "server_rss_mb", "recovered_at_s", "time_to_steady_s",
     ]  # fmt: skip
+    assert record["time_to_steady_s"] == 2.0  # second 7 on: whole, p99 15 ms
 
 
 def test_a_fractional_window_counts_every_second_it_touches() -> None:
@@ -85,6 +87,24 @@ def test_a_fractional_window_counts_every_second_it_touches() -> None:
     assert list(window_seconds(fault)) == [2, 3]
     # The first full second after 3.5 s is second 4: recovery can be no sooner than 0.5 s.
     assert time_to_recover([row(3), row(4), row(5)], fault, USERS) == (0.5, 4)
+
+
+def test_held_messages_are_whole_at_once_and_steady_once_prompt_to_the_end() -> None:
+    # A broker that holds messages while it is away: nothing lost at first, nobody
+    # dropped, but the messages of the window arrive seconds late, and then its queue
+    # overflows and some are lost after the window.
+    fault = Fault("backend-restart", at_s=3.0, for_s=2.0)
+    rows = [row(t) for t in range(3)] + [row(t, p50=1500.0) for t in (3, 4, 5)]
+    rows += [row(6, p50=900.0, lost=20), row(7, p50=30.0), row(8), row(9, sent=0)]
+    record = fault_record(
+        fault, rows, users=USERS, counters={}, log=InjectorLog(), rss=RssReadings(),
+        server_logs=[],
+    )  # fmt: skip
+    assert record["time_to_recover_s"] == 0.0  # second 5: late, but nothing lost
+    assert record["time_to_steady_s"] == 2.0  # second 7 on: p99 90 ms, then 15 ms
+    assert time_to_steady(rows, fault, USERS, p99_ms=50.0) == 3.0
+    late = [*rows[:8], row(8, p50=500.0)]  # the last second of sending was late
+    assert time_to_steady(late, fault, USERS) is None
 
 
 def test_never_recovered_is_null() -> None:
@@ -149,14 +169,26 @@ def test_locust_rebuilds_the_fault() -> None:
         (Fault("server-kill"), Stack("redis", servers=1), "--servers 2 or more"),
         (Fault("server-kill"), Stack("inmemory"), None),
         (Fault("slow-reader"), Stack("inmemory"), None),
+        (Fault("backend-restart"), Stack("inmemory"), "inmemory has none"),
+        (Fault("backend-restart"), Stack("nats"), None),
+        (Fault("server-kill"), Stack("postgres", servers=1), "--servers 2 or more"),
     ],
 )
 def test_faults_that_cannot_apply_are_refused(fault, stack, needle) -> None:
     if needle is None:
-        check_fault(fault, [stack])
+        check_fault(fault, [stack], environ={})
     else:
         with pytest.raises(ValueError, match=needle):
-            check_fault(fault, [stack])
+            check_fault(fault, [stack], environ={})
+
+
+@pytest.mark.parametrize("kind", ["redis-restart", "redis-stall", "backend-restart"])
+def test_a_fault_never_breaks_a_server_the_harness_did_not_start(kind: str) -> None:
+    with pytest.raises(ValueError, match="REDIS_URL names your own: unset it"):
+        check_fault(Fault(kind), [Stack("redis")], environ={"REDIS_URL": "redis://db:6379/0"})
+    # Another layer's variable is no reason to refuse; Sentinel is always the harness's own.
+    check_fault(Fault(kind), [Stack("redis")], environ={"NATS_URL": "nats://db:4222"})
+    check_fault(Fault("redis-failover"), [Stack("redis")], environ={"REDIS_URL": "redis://x"})
 
 
 def test_the_fault_must_end_while_users_still_send() -> None:
