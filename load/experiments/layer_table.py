@@ -107,10 +107,10 @@ def restart_recovery(faults: Path | None) -> dict[tuple[str, str], str]:
         else:
             when = f"steady {steady:g} s after"
         lost_text = f"**{lost:,.0f} lost**" if lost else "0 lost"
-        cells[key] = (
-            f"{dropped:,.0f} of {runs[0]['users']} dropped, {lost_text}; {when} "
-            f"(server up {back:.1f} s after)"
-        )
+        # A server that takes a while to start again explains a late recovery.
+        slow_start = f" (its server took {back:.1f} s to start)" if back and back >= 0.5 else ""
+        users = runs[0]["users"]
+        cells[key] = f"{dropped:,.0f} of {users} dropped, {lost_text}; {when}{slow_start}"
     return cells
 
 
