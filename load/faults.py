@@ -24,8 +24,8 @@ What each kind does to the services, at ``at_s`` and then at ``at_s + for_s``:
 * redis-failover: SIGKILL to the primary that Sentinel manages, a replica is promoted;
   the old primary starts again (and Sentinel makes it a replica).
 * backend-restart: the layer's own server (redis-server, PostgreSQL, RabbitMQ or
-  nats-server) stops cleanly; it starts again on its port with its data directory, and
-  the window ends when it answers again (``mend_s`` in the record: how long that took).
+  nats-server) stops cleanly; it starts again on its port with its data directory
+  (``mend_s`` in the record: how long until it answered; RabbitMQ takes seconds).
 """
 
 from __future__ import annotations

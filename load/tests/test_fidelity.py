@@ -25,6 +25,11 @@ DURATION_S = 10
 # The harness warms up for users/spawn rate + 1 s after Locust starts (about 1.5 s);
 # the probe starts sending about then too, so both measure the same seconds.
 PROBE_WARMUP_S = 3.5
+# "Past the capacity": twice the capacity one short search found. One search can come out
+# well below the median of several (a run of this test found 2,907 deliveries/s where
+# three searches found 3,900 to 4,743), so 1.5 times it can sit at the real limit, where
+# a verdict is a coin flip (that run: harness p99 65 ms, the probe alone 165 ms).
+PAST = 2.0
 
 
 def test_harness_median_latency_matches_an_independent_client(live_chat, tmp_path: Path):
@@ -113,8 +118,8 @@ def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path
     replay's verdict is a coin flip on a shared machine (in three runs the probe alone
     measured p99 31, 149 and 134 ms there): those figures are printed for the record, not
     asserted. Asserted: one search resolution below the capacity the independent client
-    loses nothing; at 1.5 times the capacity both clients replaying the shape see the
-    objective broken, and the probe's own small room sees its p99 rise."""
+    loses nothing; at twice the capacity (PAST) both clients replaying the shape see the
+    objective broken, and the probe's own small room is slower than on the idle server."""
     objective = Objective()
     search = run_load("capacity", "--layers", "inmemory", "--out", str(tmp_path / "search"),
                       timeout=300)  # fmt: skip
@@ -125,7 +130,14 @@ def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path
     users, rooms, rate = entry["users"], entry["rooms"], entry["rate_per_user"]
     harness_runs, alongside, alone = {}, {}, {}
     with ChatServer.start(log_dir=tmp_path / "server") as server:
-        for factor in (1.0, 1.5):
+        # The probe's small room on the idle server: what "its p99 rises" is measured from.
+        quiet = json.loads(
+            subprocess.run(
+                probe_command(server.ws_url, users=10, rooms=1, rate=1, warmup=1, duration=3),
+                cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+            ).stdout
+        )  # fmt: skip
+        for factor in (1.0, PAST):
             out = tmp_path / f"harness-{factor}"
             harness = subprocess.Popen(
                 [sys.executable, "-m", "load", "run", "--target", server.ws_url,
@@ -145,7 +157,7 @@ def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path
             _, stderr = harness.communicate(timeout=90)
             assert harness.returncode == 0, stderr
             (harness_runs[factor],) = json.loads((out / "summary.json").read_text())["runs"]
-        for factor in (0.8, 1.0, 1.5):
+        for factor in (0.8, 1.0, PAST):
             alone[factor] = json.loads(
                 subprocess.run(
                     probe_command(server.ws_url, users=users, rooms=rooms, rate=rate * factor,
@@ -160,12 +172,15 @@ def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path
     figures = {
         "capacity": (entry["deliveries_per_s"], users, rooms, rate),
         "harness p99": {f: p99(r) for f, r in harness_runs.items()},
-        "probe alongside p99": {f: p99(r) for f, r in alongside.items()},
+        "probe alongside p99": {"idle": p99(quiet), **{f: p99(r) for f, r in alongside.items()}},
         "probe alone p99": {f: p99(r) for f, r in alone.items()},
         "probe alone lost": {f: r["lost"] for f, r in alone.items()},
     }
     print(figures)  # shown with -rA, for the record
     assert alone[0.8]["lost"] == 0, figures
-    assert objective.broken(harness_runs[1.5]), figures
-    assert not probe_holds(alone[1.5], objective), figures
-    assert p99(alongside[1.5]) > p99(alongside[1.0]), figures
+    assert objective.broken(harness_runs[PAST]), figures
+    assert not probe_holds(alone[PAST], objective), figures
+    # Its own small room: slower than on the idle server. (Not necessarily slower than at
+    # the capacity: past it InMemory drops what overflows the big rooms' channels, and the
+    # small room's p99 follows the event loop, in one run 145 ms at 1x and 137 ms at 2x.)
+    assert p99(alongside[PAST]) > 2 * p99(quiet), figures
