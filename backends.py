@@ -184,6 +184,14 @@ class BackendServer:
             raise ServiceError(f"{self.service} server on port {self.port} is still running")
         self.launch(timeout or self.default_timeout)
 
+    def restart(self, *, down_s: float, timeout: float | None = None) -> None:
+        """A restart that keeps the server away for ``down_s`` seconds: ``shutdown``, then
+        (the outage's length, a duration rather than a wait for anything) ``start_again``
+        on the same port."""
+        self.shutdown()
+        time.sleep(down_s)
+        self.start_again(timeout=timeout)
+
     def stop(self) -> None:
         """Stop the server and remove its directory."""
         self.resume()  # a paused server cannot act on SIGTERM

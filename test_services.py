@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -77,6 +78,19 @@ def test_server_answers_on_loopback_restarts_on_its_port_and_leaves_nothing(name
     assert not server.answers()
     assert not server.workdir.exists()
     assert server.process.returncode is not None
+
+
+@pytest.mark.redis
+def test_restart_keeps_the_server_away_then_brings_it_back_on_its_port():
+    server = start_or_skip(RedisServer)
+    try:
+        first_pid, port = server.pid, server.port
+        started = time.monotonic()
+        server.restart(down_s=0.3)
+        assert time.monotonic() - started >= 0.3
+        assert server.answers() and server.port == port and server.pid != first_pid
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("name", SERVER_PARAMS)

@@ -13,7 +13,8 @@ windows, at once). A run that sees nothing within ``--limit`` seconds says so.
 
 The page is the one this checkout serves: for the tutorial's page, run this file from a
 checkout of a commit before the reconnecting page (docs/faults-browser.md says how).
-Not a test: it sleeps for the fault's length, and its output is the numbers.
+Not a test: Redis stays away for the fault's length (``BackendServer.restart``), and its
+output is the numbers.
 """
 
 from __future__ import annotations
@@ -72,9 +73,7 @@ def one_run(
             sender.wait_for_log(["before the restart"])
             receiver.wait_for_log(["before the restart"])
 
-            redis.shutdown()
-            time.sleep(down)  # the fault's length, not a wait for a condition
-            redis.start_again()
+            redis.restart(down_s=down)
             back = time.time()
             if action == "reload":
                 sender.reload()
