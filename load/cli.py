@@ -28,6 +28,7 @@ from load.capacity import (
     regressions,
     search_stack,
 )
+from load.clock import Clock
 from load.locust_run import LocustError
 from load.measure import measure
 from load.plan import (
@@ -371,7 +372,7 @@ def check_target(target: str) -> None:
         raise HarnessError(f"cannot open a chat WebSocket on {target}: {error}") from None
     connection.start_close()
     connection.sock.settimeout(2)
-    connection.receive_loop(lambda payload, recv_ns: None)
+    connection.receive_loop(lambda payload, recv_ns: None, clock=Clock())  # stamps unused
     connection.abort()
 
 

@@ -13,9 +13,10 @@ it is the one kept (queueing only ever adds delay, so the shortest trip is also 
 least disturbed). This is done before a run starts and again when it ends; the
 difference is the drift.
 
-A worker reads the master's clock during the run (``Correction.to_master`` of every
-timestamp it takes), so latencies between sockets of different workers and the membership
-windows behind ``expected`` compare like with like. The correction cannot wait until the
+A worker reads the master's clock during the run (``Clock``, the one object in each
+process that every timestamp comes from, set to the start estimate's offset), so
+latencies between sockets of different workers and the membership windows behind
+``expected`` compare like with like. The correction cannot wait until the
 results are merged: a latency sample is the difference of two workers' timestamps and is
 filed into a histogram bucket the moment it arrives.
 """
@@ -23,8 +24,7 @@ filed into a histogram bucket the moment it arrives.
 from __future__ import annotations
 
 import time
-import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,10 +123,6 @@ class Correction:
             return self.start.uncertainty_ns
         return self.start.uncertainty_ns + abs(self.drift_ns) + self.end.uncertainty_ns
 
-    def to_master(self, worker_ns: int) -> int:
-        """A timestamp of the worker's clock on the master's clock."""
-        return worker_ns - round(self.start.offset_ns)
-
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start.to_dict(), "end": self.end and self.end.to_dict()}
 
@@ -136,35 +132,89 @@ class Correction:
         return cls(Estimate.from_dict(data["start"]), Estimate.from_dict(end) if end else None)
 
 
-def latency_bound_ns(corrections: Sequence[Correction]) -> float:
+def latency_bound_ns(corrections: Sequence[Correction | None]) -> float | None:
     """The most a latency can be off by clock error: a message sent on one worker and
     received on another carries both workers' error (the master itself sends nothing);
-    with one worker, sender and receiver share its clock and the offset cancels."""
+    with one worker, sender and receiver share its clock and the offset cancels. None
+    (unknown) when two or more workers took part and one of them was never measured."""
     if len(corrections) < 2:
         return 0.0
+    if any(correction is None for correction in corrections):
+        return None
     bounds = sorted((c.error_bound_ns for c in corrections), reverse=True)
     return bounds[0] + bounds[1]
 
 
-def worker_entry(name: str, correction: Correction) -> dict[str, Any]:
-    """One worker's line in summary.json's ``harness.workers``."""
+NEVER_MEASURED = (
+    "no clock exchange with this worker completed: its timestamps are on its own clock, "
+    "uncorrected, so latencies and membership windows involving it may be off by its whole "
+    "clock offset"
+)
+NO_END_ESTIMATE = "no clock exchange completed at the end of the run: the drift is unknown"
+
+
+def worker_entry(name: str, correction: Correction | None) -> dict[str, Any]:
+    """One worker's line in summary.json's ``harness.workers``; a worker whose clock
+    exchanges all failed (``correction`` None) is listed too, with null figures and
+    ``clock_warning`` saying so."""
+    if correction is None:
+        return {
+            "worker": name,
+            "clock_offset_ms": None,
+            "clock_uncertainty_ms": None,
+            "clock_error_bound_ms": None,
+            "clock_drift_ms": None,
+            "clock_offset_end_ms": None,
+            "clock_round_trip_ms": None,
+            "clock_exchanges": 0,
+            "clock_warning": NEVER_MEASURED,
+        }
+    end = correction.end
     return {
         "worker": name,
         "clock_offset_ms": round(correction.start.offset_ns / MS, 3),
         "clock_uncertainty_ms": round(correction.uncertainty_ns / MS, 3),
         "clock_error_bound_ms": round(correction.error_bound_ns / MS, 3),
-        "clock_drift_ms": round(correction.drift_ns / MS, 3),
-        "clock_offset_end_ms": (
-            None if correction.end is None else round(correction.end.offset_ns / MS, 3)
-        ),
+        "clock_drift_ms": None if end is None else round(correction.drift_ns / MS, 3),
+        "clock_offset_end_ms": None if end is None else round(end.offset_ns / MS, 3),
         "clock_round_trip_ms": round(correction.start.round_trip_ns / MS, 3),
         "clock_exchanges": correction.start.exchanges,
+        "clock_warning": NO_END_ESTIMATE if end is None else None,
     }
 
 
-def trust_note(bound_ms: float, p50_ms: float | None) -> str | None:
-    """A plain sentence when the clock bound is larger than the median it would qualify."""
-    if p50_ms is None or bound_ms <= p50_ms:
+def clock_report(
+    names: Mapping[str, str],
+    start: Mapping[str, Estimate],
+    end: Mapping[str, Estimate],
+) -> dict[str, Any] | None:
+    """summary.json's ``harness`` additions for the workers ``names`` lists (node id ->
+    name): every one of them, measured or not; None when no remote worker was asked."""
+    if not names:
+        return None
+    corrections = {
+        node: Correction(start[node], end.get(node)) if node in start else None
+        for node in sorted(names)
+    }
+    bound = latency_bound_ns(list(corrections.values()))
+    return {
+        "workers": [worker_entry(names[node], c) for node, c in corrections.items()],
+        "latency_accuracy_ms": None if bound is None else round(bound / MS, 3),
+    }
+
+
+def trust_note(
+    bound_ms: float | None, p50_ms: float | None, *, never_measured: Sequence[str] = ()
+) -> str | None:
+    """A plain sentence when a worker's clock was never measured, or when the clock bound
+    is larger than the median it would qualify."""
+    if never_measured:
+        return (
+            f"latency cannot be trusted: the clock of worker(s) {', '.join(never_measured)} "
+            f"was never measured (every clock exchange failed), so their timestamps are "
+            f"uncorrected"
+        )
+    if bound_ms is None or p50_ms is None or bound_ms <= p50_ms:
         return None
     return (
         f"latency cannot be trusted: the workers' clocks are known only to within "
@@ -172,20 +222,30 @@ def trust_note(bound_ms: float, p50_ms: float | None) -> str | None:
     )
 
 
-class ShiftedTime(types.ModuleType):
-    """The ``time`` module as the harness's modules see it in a worker whose clock is
-    ``shift_ns`` ahead of the master's: wall-clock readings on the master's clock;
-    everything else (perf_counter, monotonic, sleep) untouched."""
+class Clock:
+    """The wall clock as the harness's timestamps read it in one process: the master's.
 
-    def __init__(self, shift_ns: int) -> None:
-        super().__init__("time")
-        self.shift_ns = shift_ns
+    ``offset_ns`` is how far this process's own clock is ahead of the master's: 0 on the
+    master and on the workers Locust forks beside it, the estimate's offset on a remote
+    worker (set by the clock sync at the test start, before any user starts). One object
+    per process, handed to whatever takes a timestamp (users, the wire's receipt stamps,
+    slow readers, the live view), so a new timestamp cannot quietly read another clock.
+    Durations are not its business: they use ``time.perf_counter``/``monotonic``.
+    ``own_ns`` reads this process's own wall clock (a test hands in a fake one)."""
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
+    def __init__(self, offset_ns: int = 0, *, own_ns: Callable[[], int] = time.time_ns) -> None:
+        self.offset_ns = offset_ns
+        self.own_ns = own_ns
+
+    def follow_master(self, offset_ns: int) -> None:
+        """From now on read the master's clock, this process's being ``offset_ns`` ahead."""
+        self.offset_ns = offset_ns
 
     def time_ns(self) -> int:
-        return time.time_ns() - self.shift_ns
+        return self.own_ns() - self.offset_ns
 
     def time(self) -> float:
-        return (time.time_ns() - self.shift_ns) / 1e9
+        return self.time_ns() / 1e9
+
+    def __repr__(self) -> str:
+        return f"Clock(offset_ns={self.offset_ns})"

@@ -3,14 +3,16 @@
 Before the users start, the master times ``ROUNDS`` round trips to each worker over
 Locust's own message channel (``chatload_clock_ping``/``_pong``) and keeps the fastest
 (load/clock.py explains the arithmetic). Each worker receives its offset with the spawn
-message (as a Locust option, like the run id) and from then on the harness's timestamps in
-that process are read on the master's clock. When the plan's last socket should have left,
+message (as a Locust option, like the run id) and sets its process's one ``clock.Clock``
+to it: from then on every timestamp the harness takes in that process, which all come
+from that object, is on the master's clock. When the plan's last socket should have left,
 the master times the round trips again: the difference is the drift, reported with the
-offsets in summary.json. Workers that Locust forks on this machine (``--processes``) share
-the master's clock and skip all of this.
+offsets in summary.json (a worker that never answered is listed with a null offset and a
+warning). Workers that Locust forks on this machine (``--processes``) share the master's
+clock and skip all of this.
 
-The shift happens in a ``test_start`` listener; the users' module reads the clock only
-later, in the greenlets its own listener starts, so the listeners' order does not matter.
+The locustfile registers ``on_init`` and ``on_test_start`` as listeners, the clock's
+``test_start`` before the users' module's, so the clock is set before the plan starts.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 from gevent.event import AsyncResult, Event
-from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from load import clock
@@ -34,14 +35,11 @@ ROUNDS = 16  # enough for one quiet round trip among them; each takes well under
 PONG_TIMEOUT_S = 2.0
 
 
-def read_master_clock(shift_ns: int) -> None:
-    """From now on the harness modules of this process read the master's clock (shift 0:
-    their own). One place, instead of a correction at every timestamp they take."""
-    from load import faults, gevent_users, wire  # the modules that stamp or compare times
+class Schedule(Protocol):
+    """When the current test's last socket should have left (gevent_users.LoadProcess)."""
 
-    replacement = clock.ShiftedTime(shift_ns) if shift_ns else time
-    for module in (gevent_users, wire, faults):
-        module.time = replacement
+    plan: object | None
+    leave_at_ns: int
 
 
 class ClockSync:
@@ -94,33 +92,16 @@ class ClockSync:
             if job.ready() and job.value is not None:
                 into[node_id] = job.value
 
-    def corrections(self) -> dict[str, clock.Correction]:
-        return {
-            node_id: clock.Correction(estimate, self.end.get(node_id))
-            for node_id, estimate in self.start.items()
-        }
-
     def report(self) -> dict[str, Any] | None:
-        """summary.json's ``harness`` additions; None when no remote worker was timed."""
-        corrections = self.corrections()
-        if not corrections:
-            return None
-        return {
-            "workers": [
-                clock.worker_entry(self.names.get(node_id, node_id), correction)
-                for node_id, correction in sorted(corrections.items())
-            ],
-            "latency_accuracy_ms": round(
-                clock.latency_bound_ns(list(corrections.values())) / clock.MS, 3
-            ),
-        }
+        """summary.json's ``harness`` additions: every worker asked, answered or not;
+        None when no remote worker was timed."""
+        return clock.clock_report(self.names, self.start, self.end)
 
 
 SYNC = ClockSync()
 
 
-@events.init.add_listener
-def _on_init(environment: Any, **_kwargs: Any) -> None:
+def on_init(environment: Any, **_kwargs: Any) -> None:
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         runner.register_message(PING, _on_ping)
@@ -150,8 +131,11 @@ def remote_workers(options: Any) -> bool:
     return not getattr(options, "processes", None)
 
 
-@events.test_start.add_listener
-def _on_test_start(environment: Any, **_kwargs: Any) -> None:
+def on_test_start(
+    environment: Any, *, process_clock: clock.Clock, schedule: Schedule, **_kwargs: Any
+) -> None:
+    """The master times every remote worker's clock and sends each its offset; a worker
+    sets ``process_clock`` to it. ``schedule`` tells the master when to time them again."""
     runner, options = environment.runner, environment.parsed_options
     if isinstance(runner, MasterRunner):
         SYNC.reset()
@@ -165,21 +149,22 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
                     SYNC.names[node], estimate.offset_ns / 1e6, estimate.uncertainty_ns / 1e6,
                 )  # fmt: skip
             SYNC.done.clear()
-            gevent.spawn(_measure_at_end, runner)
+            gevent.spawn(_measure_at_end, runner, schedule)
         # Sent to every worker with the spawn message, like the run id.
         options.chatload_clock_offsets = offsets
     elif isinstance(runner, WorkerRunner):
         offsets = getattr(options, "chatload_clock_offsets", None) or {}
-        read_master_clock(offsets.get(runner.client_id, 0))
+        # A worker the master could not time gets no offset and reads its own clock; the
+        # summary lists it with a null offset and says so.
+        process_clock.follow_master(offsets.get(runner.client_id, 0))
 
 
-def _measure_at_end(runner: MasterRunner) -> None:
-    """Again when the last socket should have left (master clock): the drift."""
-    from load.gevent_users import PROCESS  # its plan is set by now (same test_start)
-
+def _measure_at_end(runner: MasterRunner, schedule: Schedule) -> None:
+    """Again when the last socket should have left (master clock): the drift. The users'
+    listener, which runs after the clock's, has set the schedule's plan by now."""
     try:
-        if PROCESS.plan is not None:
-            delay = (PROCESS.leave_at_ns - time.time_ns()) / 1e9
+        if schedule.plan is not None:
+            delay = (schedule.leave_at_ns - time.time_ns()) / 1e9
             gevent.sleep(max(delay, 0.0))
         SYNC.measure(runner, SYNC.end)
     finally:

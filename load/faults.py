@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from load.plan import BACKEND_FAULTS, REDIS_FAULTS, SECOND_NS, Fault, Plan
 
 if TYPE_CHECKING:
+    from load.clock import Clock
     from load.record import Stack
     from load.sampling import ServerSampler
     from load.stack import LiveStack
@@ -256,16 +257,17 @@ def shrink_receive_buffer(sock: Any) -> None:
 
 
 def read_slowly(
-    handler: Callable[[bytes, int], None], from_ns: int, until_ns: int
+    handler: Callable[[bytes, int], None], from_ns: int, until_ns: int, *, clock: Clock
 ) -> Callable[[bytes, int], None]:
     """The receive callback of a slow reader: the first frame that arrives in
-    [from_ns, until_ns) blocks the receive loop until ``until_ns``, so the socket is not
-    read and the server's buffers fill, as with a browser that stopped reading. (Frames
-    read in the same ``recv`` as that one keep their earlier receipt time.)"""
+    [from_ns, until_ns) (on ``clock``, the users') blocks the receive loop until
+    ``until_ns``, so the socket is not read and the server's buffers fill, as with a
+    browser that stopped reading. (Frames read in the same ``recv`` as that one keep their
+    earlier receipt time.)"""
     import gevent  # the Locust side only
 
     def on_text(payload: bytes, recv_ns: int) -> None:
-        now_ns = time.time_ns()
+        now_ns = clock.time_ns()
         if from_ns <= now_ns < until_ns:
             gevent.sleep((until_ns - now_ns) / 1e9)
         handler(payload, recv_ns)

@@ -33,11 +33,13 @@ from typing import Any
 
 import gevent
 from gevent.event import Event
-from locust import User, events, task
+from locust import User, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from load import faults
+from load.clock import Clock
+from load.clocksync import SYNC
 from load.codec import encode_frame_payload, encode_text
 from load.plan import SECOND_NS, Plan, add_options, new_run_id, plan_from_options
 from load.scenarios import CHURN_STAY_S, CLOSE_TIMEOUT_S, send_times
@@ -82,8 +84,11 @@ class LoadProcess:
         self.plan: Plan | None = None
         self.tally: Tally | None = None
 
-    def reset(self, plan: Plan, test_start_ns: int, *, workers: int, worker: bool) -> None:
+    def reset(
+        self, plan: Plan, test_start_ns: int, *, workers: int, worker: bool, clock: Clock
+    ) -> None:
         self.plan = plan
+        self.clock = clock  # this process's one clock: every timestamp comes from it
         self.window = Window.of(plan, test_start_ns)
         self.tally = Tally(self.window)
         # (CPU seconds, monotonic time) at the measured window's start and end (the monitor)
@@ -120,7 +125,7 @@ class LoadProcess:
 
     def wait_for_drain(self, *others: Any) -> None:
         """Until the drain ends (or one of ``others``, greenlets, ends first)."""
-        timeout = max(0.0, (self.leave_at_ns - time.time_ns()) / 1e9)
+        timeout = max(0.0, (self.leave_at_ns - self.clock.time_ns()) / 1e9)
         gevent.wait([self.drained, *others], timeout=timeout, count=1)
 
     def user_index(self, worker_index: int) -> int:
@@ -144,8 +149,8 @@ class Session:
     leave_ns: int
 
 
-def _sleep_until_ns(deadline_ns: int) -> None:
-    delay = (deadline_ns - time.time_ns()) / 1e9
+def _sleep_until_ns(deadline_ns: int, *, clock: Clock) -> None:
+    delay = (deadline_ns - clock.time_ns()) / 1e9
     if delay > 0:
         gevent.sleep(delay)
 
@@ -183,7 +188,7 @@ class ChatUser(User):
                 self.stay(user_index)
         finally:
             process.users_running -= 1
-            if process.users_running == 0 and time.time_ns() >= process.window.until_ns:
+            if process.users_running == 0 and process.clock.time_ns() >= process.window.until_ns:
                 process.users_done.set()
         raise StopUser()
 
@@ -208,7 +213,7 @@ class ChatUser(User):
         failures = 0
         for _attempt in range(MAX_RECONNECTS):
             outcome = self.run_session(session, rng, reconnect=dropped, slow=slow)
-            if outcome == DONE or time.time_ns() >= process.window.until_ns:
+            if outcome == DONE or process.clock.time_ns() >= process.window.until_ns:
                 return
             if outcome == DROPPED:
                 counters["sockets_dropped"] += 1
@@ -224,9 +229,9 @@ class ChatUser(User):
         """Connect, send for a while, linger for the drain, leave; the next room; repeat."""
         process, plan = PROCESS, PROCESS.plan
         rng = random.Random()
-        _sleep_until_ns(process.window.start_ns)
+        _sleep_until_ns(process.window.start_ns, clock=process.clock)
         for number in range(MAX_CHURN_SESSIONS):
-            now_ns = time.time_ns()
+            now_ns = process.clock.time_ns()
             if now_ns >= process.window.until_ns:
                 return
             stop_ns = min(now_ns + int(rng.uniform(*CHURN_STAY_S) * 1e9), process.window.until_ns)
@@ -261,42 +266,44 @@ class ChatUser(User):
             process.tally.counters["reconnects"] += 1
         if slow is not None:
             faults.shrink_receive_buffer(connection.sock)
-        join_ns = time.time_ns()
+        join_ns = process.clock.time_ns()
         socket_no = process.next_socket
         process.next_socket += 1
         ledger = self.ledger(session.room, join_ns, own_prefix=f"{process.token}s{socket_no}.")
         process.live[socket_no] = ledger
         process.members[session.room] += 1
         if slow is None:
-            receiver = connection.receive_in_hub(ledger.on_text)
+            receiver = connection.receive_in_hub(ledger.on_text, clock=process.clock)
         else:
             # A slow reader stops in its callback, which must never happen in the hub: it
             # reads in a greenlet of its own (receive_loop), as every socket once did.
-            handler = faults.read_slowly(ledger.on_text, *slow)
-            receiver = gevent.spawn(connection.receive_loop, handler)
+            handler = faults.read_slowly(ledger.on_text, *slow, clock=process.clock)
+            receiver = gevent.spawn(connection.receive_loop, handler, clock=process.clock)
         try:
             self.send_until(session, connection, receiver, socket_no, rng)
             if not receiver.ready():
                 if session.leave_ns == process.leave_at_ns:
                     process.wait_for_drain(receiver)
                 else:
-                    receiver.join(timeout=max(0.0, (session.leave_ns - time.time_ns()) / 1e9))
+                    receiver.join(
+                        timeout=max(0.0, (session.leave_ns - process.clock.time_ns()) / 1e9)
+                    )
             if receiver.ready():  # the server ended the connection before we left
-                ledger.start_leaving(time.time_ns())
-                process.tally.error(f"connection_{_outcome(receiver)}", time.time_ns())
+                ledger.start_leaving(process.clock.time_ns())
+                process.tally.error(f"connection_{_outcome(receiver)}", process.clock.time_ns())
                 _fire(self.environment, "connection lost", 0, RuntimeError(str(receiver.value)))
                 return DROPPED
             # Drained early: everything sent has arrived, so nothing is still in flight.
             drained = process.drained.is_set()
             ledger.start_leaving(
-                time.time_ns(), firm_until_ns=process.window.until_ns if drained else None
+                process.clock.time_ns(), firm_until_ns=process.window.until_ns if drained else None
             )
             self.close(connection, receiver)
             return DONE
         finally:
             # Also runs when Locust kills the user mid-plan: membership ends now, so
             # nothing sent later is expected of this socket.
-            ledger.start_leaving(time.time_ns())
+            ledger.start_leaving(process.clock.time_ns())
             process.members[session.room] -= 1
             process.live.pop(socket_no, None)
             connection.abort()
@@ -310,7 +317,7 @@ class ChatUser(User):
         try:
             connection = Connection.open(session.target, f"/ws/chat/{session.room}/")
         except WireError as error:
-            tally.error(error.kind, time.time_ns())
+            tally.error(error.kind, PROCESS.clock.time_ns())
             _fire(self.environment, "connect", (time.perf_counter() - started) * 1000, error)
             return None
         connect_ms = (time.perf_counter() - started) * 1000
@@ -354,7 +361,7 @@ class ChatUser(User):
         connection ends). The sends run as hub timer callbacks; this greenlet waits."""
         process, plan = PROCESS, PROCESS.plan
         prefix = f"{process.token}s{socket_no}."
-        start_s = max(time.time(), session.send_from_ns / 1e9)
+        start_s = max(process.clock.time(), session.send_from_ns / 1e9)
         moments = send_times(start_s, session.send_until_ns / 1e9, plan.rate, rng)
         sequence = iter(range(len(moments)))
         tally, room = process.tally, session.room
@@ -362,21 +369,21 @@ class ChatUser(User):
         def send_one() -> bool:
             if receiver.ready():
                 return False
-            send_ns = time.time_ns()
+            send_ns = process.clock.time_ns()
             text = encode_text(
                 plan.run_id, room, f"{prefix}{next(sequence)}", send_ns, plan.message_bytes
             )
             try:
                 connection.send_payload(encode_frame_payload(text))
             except OSError:
-                tally.error("send_failed", time.time_ns())
+                tally.error("send_failed", process.clock.time_ns())
                 return False
             tally.sends.append((room, send_ns))
             process.expected_deliveries += process.members[room]
             return True
 
         done = Event()
-        cancel = _on_timers(moments, send_one, done.set)
+        cancel = _on_timers(moments, send_one, done.set, clock=process.clock)
         try:
             gevent.wait([done, receiver], count=1)
         finally:
@@ -388,11 +395,11 @@ class ChatUser(User):
         connection.start_close()
         receiver.join(timeout=CLOSE_TIMEOUT_S)
         if not receiver.ready():
-            tally.error("close_timeout", time.time_ns())
+            tally.error("close_timeout", PROCESS.clock.time_ns())
         elif receiver.value == "closed":
             tally.counters["sessions_closed_cleanly"] += 1
         else:
-            tally.error(f"close_{_outcome(receiver)}", time.time_ns())
+            tally.error(f"close_{_outcome(receiver)}", PROCESS.clock.time_ns())
 
 
 def _outcome(receiver: Any) -> str:
@@ -405,7 +412,7 @@ def _outcome(receiver: Any) -> str:
 
 
 def _on_timers(
-    moments: list[float], action: Callable[[], bool], on_done: Callable[[], None]
+    moments: list[float], action: Callable[[], bool], on_done: Callable[[], None], *, clock: Clock
 ) -> Callable[[], None]:
     """Call ``action()`` at each wall-clock moment (s) from a chain of libev timers, in
     the hub: no greenlet wakes per send. The chain stops early when ``action`` returns
@@ -421,7 +428,7 @@ def _on_timers(
             timer = None
             on_done()
             return
-        timer = loop.timer(max(0.0, moment - time.time()))
+        timer = loop.timer(max(0.0, moment - clock.time()))
         timer.start(fire)
 
     def fire() -> None:
@@ -463,9 +470,9 @@ def _monitor(process: LoadProcess) -> None:
     load process's own scheduling delay, i.e. the measurement's queueing)."""
     window, tally = process.window, process.tally
     connected = tally.timeline.counts["connected"]
-    next_second = window.second(time.time_ns()) + 1
+    next_second = window.second(process.clock.time_ns()) + 1
     for _ in range(10_000_000):  # bounded by the leave time below
-        now_ns = time.time_ns()
+        now_ns = process.clock.time_ns()
         if now_ns >= process.leave_at_ns or process.reported or process.drained.is_set():
             return
         if process.cpu_from is None and now_ns >= window.measure_from_ns:
@@ -486,7 +493,7 @@ def _monitor(process: LoadProcess) -> None:
 
 
 def _report_when_done(environment: Any, process: LoadProcess) -> None:
-    _sleep_until_ns(process.window.until_ns)
+    _sleep_until_ns(process.window.until_ns, clock=process.clock)
     process.wait_for_drain()
     # Users close their sockets after the drain; give them the close timeout and a bit.
     process.users_done.wait(timeout=CLOSE_TIMEOUT_S + 2.0)
@@ -497,7 +504,7 @@ def _send_result(environment: Any, process: LoadProcess) -> None:
     if process.reported or process.plan is None:
         return
     process.reported = True
-    now_ns = time.time_ns()
+    now_ns = process.clock.time_ns()
     for ledger in list(process.live.values()):
         ledger.start_leaving(now_ns)
     if process.users_running:
@@ -510,7 +517,6 @@ def _send_result(environment: Any, process: LoadProcess) -> None:
     environment.runner.send_message(RESULT_MESSAGE, process.tally.to_dict())
 
 
-@events.init.add_listener
 def _on_init(environment: Any, **_kwargs: Any) -> None:
     runner = environment.runner
     if runner is None or isinstance(runner, WorkerRunner):
@@ -519,8 +525,7 @@ def _on_init(environment: Any, **_kwargs: Any) -> None:
     # The web UI's chat-load tab and page: load/webui.py.
 
 
-@events.test_start.add_listener
-def _on_test_start(environment: Any, **_kwargs: Any) -> None:
+def _on_test_start(environment: Any, *, process_clock: Clock, **_kwargs: Any) -> None:
     runner = environment.runner
     options = environment.parsed_options
     if not isinstance(runner, WorkerRunner):
@@ -528,7 +533,7 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
         # both with the spawn message (Locust forwards custom options to workers).
         # The user count too: a worker's own -u is not the test's.
         options.chatload_run_id = options.run_id or new_run_id()
-        options.chatload_start_ns = time.time_ns()
+        options.chatload_start_ns = process_clock.time_ns()
         options.chatload_users = options.num_users or runner.target_user_count or 1
         faults.announce_start(options.results_file, options.chatload_start_ns)
     options.run_id = options.chatload_run_id
@@ -539,6 +544,7 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
         options.chatload_start_ns,
         workers=max(workers or 1, 1),
         worker=isinstance(runner, (WorkerRunner, MasterRunner)),
+        clock=process_clock,
     )
     if isinstance(runner, MasterRunner):
         PROCESS.results_expected = max(runner.worker_count, 1)
@@ -554,7 +560,6 @@ def _targets(environment: Any) -> tuple[str, ...] | None:
     return (environment.host,) if environment.host else None
 
 
-@events.test_stop.add_listener
 def _on_test_stop(environment: Any, **_kwargs: Any) -> None:
     # Stopped before the plan ended (web UI Stop, --run-time): report what was measured.
     if not isinstance(environment.runner, MasterRunner):
@@ -577,8 +582,6 @@ def _on_result(environment: Any, msg: Any, **_kwargs: Any) -> None:
 
 
 def _write_result(environment: Any, process: LoadProcess) -> None:
-    from load.clocksync import SYNC
-
     SYNC.done.wait(timeout=10.0)
     options = environment.parsed_options
     if options and options.results_file:

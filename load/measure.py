@@ -72,12 +72,17 @@ def measure(
 
 
 def with_clocks(record: dict[str, Any], clocks: dict[str, Any] | None) -> dict[str, Any]:
-    """Remote workers: each one's clock (``clock_workers``), the bound on latency accuracy
-    they imply, and a plain sentence when that bound exceeds the p50."""
+    """Remote workers: each one's clock (``clock_workers``, a worker never measured
+    included, with a null offset and its ``clock_warning``), the bound on latency accuracy
+    they imply (null when unknown), and a plain sentence when a clock was never measured
+    or the bound exceeds the p50."""
     if clocks is None:
         return record
     bound = clocks["latency_accuracy_ms"]
+    never_measured = [w["worker"] for w in clocks["workers"] if w["clock_offset_ms"] is None]
     record["clock_workers"] = clocks["workers"]
     record["latency_accuracy_ms"] = bound
-    record["latency_trust"] = trust_note(bound, record["latency_ms"]["p50"])
+    record["latency_trust"] = trust_note(
+        bound, record["latency_ms"]["p50"], never_measured=never_measured
+    )
     return record

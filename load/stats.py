@@ -344,12 +344,16 @@ class SocketLedger:
         send_ns = stamp.send_ns
         window = tally.window
         timeline = tally.timeline
+        # An arrival before its send (clock error between workers) goes to the lowest
+        # bucket and is counted in negative_latencies, never dropped silently.
         latency_us = max(recv_ns - send_ns, 0) / 1000
         index = bucket_index(latency_us)
         timeline.latency_at((send_ns - window.start_ns) // SECOND_NS).add_at(index, latency_us)
         timeline.counts["received"][(recv_ns - window.start_ns) // SECOND_NS] += 1
         if window.measure_from_ns <= send_ns < window.until_ns:
             tally.latency.add_at(index, latency_us)
+            if recv_ns < send_ns:
+                tally.counters["negative_latencies"] += 1
         if send_ns < self.join_ns:
             self._count(send_ns, firm=False)
         elif self.firm_until_ns is not None:
@@ -416,6 +420,7 @@ class DeliveryLog:
         latency_at = tally.timeline.latency_at
         log, log_ratio = math.log, _LOG_RATIO
         second, per_second = None, None
+        negative = 0  # as SocketLedger.deliver: in the lowest bucket, and counted
         for send_ns, recv_ns in zip(sends, receipts, strict=True):
             latency_ns = recv_ns - send_ns
             value_us = latency_ns / 1000 if latency_ns > 0 else 0.0
@@ -428,6 +433,10 @@ class DeliveryLog:
             received[(recv_ns - start) // SECOND_NS] += 1
             if low <= send_ns < high:
                 measured.add_at(index, value_us)
+                if latency_ns < 0:
+                    negative += 1
+        if negative:
+            tally.counters["negative_latencies"] += negative
         self.folded += len(sends)
         del sends[:]
         del receipts[:]
@@ -673,6 +682,8 @@ def summarize(tally: Tally) -> dict[str, Any]:
         "delivery_ratio": round(delivered / expected, 6) if expected else 1.0,
         "delivered_per_s": round(delivered / duration_s, 1) if duration_s > 0 else 0.0,
         "latency_ms": tally.latency.percentiles_ms(LATENCY_NAMES),
+        # measured deliveries whose receipt came before their send (in latency_ms at 0)
+        "negative_latencies": counters["negative_latencies"],
         "connect_ms": tally.connect.percentiles_ms(CONNECT_NAMES),
         "client_cpu_s": round(cpu_s, 3),
         "client_saturated": bool(reasons),

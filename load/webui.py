@@ -20,10 +20,10 @@ from typing import Any
 
 import gevent
 from flask import request
-from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
-from load import gevent_users, report
+from load import report
+from load.clock import Clock
 from load.gevent_users import PROCESS, LoadProcess
 from load.livestats import RECENT_S, LiveView, Snapshot, tab_rows
 from load.stats import summarize
@@ -45,8 +45,8 @@ class Live:
 LIVE = Live()
 
 
-@events.init_command_line_parser.add_listener
-def _add_arguments(parser: Any) -> None:
+def add_arguments(parser: Any) -> None:
+    """The web UI's own option (the locustfile registers this and the listeners below)."""
     parser.add_argument(
         "--progress-file",
         default="",
@@ -75,8 +75,8 @@ class Shipper:
         self.sends_sent += len(sends)
         self.memberships_sent += len(memberships)
         timeline = tally.timeline
-        # The users' module's clock: on a remote worker, the master's (load/clocksync.py).
-        current = self.process.window.second(gevent_users.time.time_ns())
+        # The users' clock: on a remote worker, the master's (load/clocksync.py).
+        current = self.process.window.second(self.process.clock.time_ns())
         return Snapshot(
             process=self.name,
             sends=list(sends),
@@ -93,8 +93,7 @@ class Shipper:
         )
 
 
-@events.init.add_listener
-def _on_init(environment: Any, **_kwargs: Any) -> None:
+def on_init(environment: Any, **_kwargs: Any) -> None:
     runner = environment.runner
     if isinstance(runner, MasterRunner):
         runner.register_message(LIVE_MESSAGE, _on_live)
@@ -107,10 +106,9 @@ def _on_live(environment: Any, msg: Any, **_kwargs: Any) -> None:
         LIVE.view.add(Snapshot.from_dict(msg.data))
 
 
-@events.test_start.add_listener
-def _on_test_start(environment: Any, **_kwargs: Any) -> None:
+def on_test_start(environment: Any, **_kwargs: Any) -> None:
     # In a greenlet of its own, which runs once every test_start listener has: the users'
-    # module has set the plan and window by then, whatever the listeners' order.
+    # module has set the plan, window and clock by then.
     gevent.spawn(_start_live, environment)
 
 
@@ -127,7 +125,7 @@ def _start_live(environment: Any) -> None:
             total_s=plan.total_s,
         )
         LIVE.latest = None
-        gevent.spawn(_publish, environment, LIVE.view)
+        gevent.spawn(_publish, environment, LIVE.view, PROCESS.clock)
     if not isinstance(runner, MasterRunner):
         gevent.spawn(_ship, environment, Shipper(PROCESS))
 
@@ -150,7 +148,7 @@ def _ship(environment: Any, shipper: Shipper) -> None:
             return
 
 
-def _publish(environment: Any, view: LiveView) -> None:
+def _publish(environment: Any, view: LiveView, clock: Clock) -> None:
     """Every second: the combined numbers, for the web UI and the progress file."""
     options = environment.parsed_options
     path = Path(options.progress_file) if options and options.progress_file else None
@@ -160,7 +158,7 @@ def _publish(environment: Any, view: LiveView) -> None:
         gevent.sleep(max(0.0, started + tick - time.monotonic()))
         if LIVE.view is not view:
             return
-        LIVE.latest = view.view(time.time_ns())
+        LIVE.latest = view.view(clock.time_ns())
         if path is not None:
             with path.open("a") as progress:
                 progress.write(json.dumps(LIVE.latest) + "\n")

@@ -11,6 +11,8 @@ and no greenlet switch (a greenlet per socket costs a switch pair, a second ``re
 fails with EWOULDBLOCK and a watcher re-arm per wake-up: most of the client's CPU).
 Frames are written with one non-blocking ``send``; only what does not fit goes to a
 greenlet. Outside gevent (the CLI's pre-flight check) ``receive_loop`` reads, blocking.
+Receipt times come from the ``clock.Clock`` the reader is handed: on a remote worker, the
+master's clock.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import hashlib
 import os
 import socket
 import struct
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import Event
+
+if TYPE_CHECKING:
+    from load.clock import Clock
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -261,24 +265,25 @@ class Connection:
         except OSError:
             backlog.clear()  # the receiver reports the broken connection
 
-    def receive_in_hub(self, on_text: Callable[[bytes, int], None]) -> HubReceiver:
+    def receive_in_hub(self, on_text: Callable[[bytes, int], None], *, clock: Clock) -> HubReceiver:
         """Start reading under gevent: ``on_text(payload, recv_ns)`` per text message,
-        called in the hub. The returned receiver stands in for a receive-loop greenlet."""
-        receiver = self.receiver = HubReceiver(self, on_text)
+        called in the hub, ``recv_ns`` read on ``clock``. The returned receiver stands in
+        for a receive-loop greenlet."""
+        receiver = self.receiver = HubReceiver(self, on_text, clock=clock)
         receiver.start()
         return receiver
 
     def receive_loop(
-        self, on_text: Callable[[bytes, int], None], *, recv_size: int = 262144
+        self, on_text: Callable[[bytes, int], None], *, clock: Clock, recv_size: int = 262144
     ) -> str:
         """Read until the connection ends; call ``on_text(payload, recv_ns)`` per text
-        message. Returns how it ended: "closed" (close handshake done), "server_closed"
-        (the server sent close first), "eof" or "reset"."""
+        message, ``recv_ns`` read on ``clock``. Returns how it ended: "closed" (close
+        handshake done), "server_closed" (the server sent close first), "eof" or "reset"."""
         sock = self.sock
         parser = self.parser
         pending = parser.feed(b"") if parser.buffer else []
-        clock = time.time_ns
-        recv_ns = clock()
+        now_ns = clock.time_ns
+        recv_ns = now_ns()
         while True:
             for opcode, payload in pending:
                 if opcode == OP_TEXT:
@@ -297,7 +302,7 @@ class Connection:
                 data = sock.recv(recv_size)
             except OSError:
                 return "reset"
-            recv_ns = clock()
+            recv_ns = now_ns()
             if not data:
                 return "eof"
             pending = parser.feed(data)
@@ -336,9 +341,12 @@ class HubReceiver:
 
     RECV_SIZE = 262144
 
-    def __init__(self, connection: Connection, on_text: Callable[[bytes, int], None]) -> None:
+    def __init__(
+        self, connection: Connection, on_text: Callable[[bytes, int], None], *, clock: Clock
+    ) -> None:
         self.connection = connection
         self.on_text = on_text
+        self.clock = clock
         self.value: str | None = None
         self.finished = Event()
         self.watcher: Any = None
@@ -347,7 +355,7 @@ class HubReceiver:
     def start(self) -> None:
         connection = self.connection
         if connection.parser.buffer:  # frames that came with the handshake response
-            self._dispatch(connection.parser.feed(b""), time.time_ns())
+            self._dispatch(connection.parser.feed(b""), self.clock.time_ns())
         if not self.finished.is_set():
             self.watcher = gevent.get_hub().loop.io(connection.raw.fileno(), 1)
             self.watcher.start(self._readable_callback())
@@ -359,7 +367,7 @@ class HubReceiver:
         size = self.RECV_SIZE
         buffer = self.connection.parser.buffer
         on_text = self.on_text
-        clock = time.time_ns
+        now_ns = self.clock.time_ns
 
         def readable() -> None:
             try:
@@ -369,7 +377,7 @@ class HubReceiver:
             except OSError:
                 self._finish("reset")
                 return
-            recv_ns = clock()
+            recv_ns = now_ns()
             try:
                 length = len(data)
                 # (length < 128: the second byte is then the whole payload length)

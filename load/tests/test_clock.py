@@ -1,16 +1,21 @@
-"""The clock offset estimate on synthetic exchanges, and the correction a worker applies.
-No network, no Locust."""
+"""The clock offset estimate on synthetic exchanges, the clock a worker reads, a worker
+whose clock was never measured, and negative latencies. No network, no Locust."""
 
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 from load import clock
-from load.clock import Correction, Estimate, Exchange, estimate
+from load.clock import Clock, Correction, Estimate, Exchange, estimate
+from load.codec import encode_frame_payload, encode_text, parse_server_payload
+from load.measure import with_clocks
+from load.stats import FastLedger, SocketLedger, Tally, Window, summarize
 
 MS = 1_000_000
+SECOND = 1_000_000_000
 
 
 def exchange(
@@ -68,23 +73,29 @@ def test_impossible_exchanges_are_refused() -> None:
         estimate([Exchange(t0=100, t1=200, t2=150, t3=300)])
 
 
-def test_the_correction_moves_worker_timestamps_onto_the_master_clock() -> None:
-    true_offset = 250 * MS
+def test_a_clock_set_to_the_estimate_reads_the_master_clock() -> None:
+    true_offset = 250 * MS  # the worker's clock is this far ahead of the master's
+    master_now = 10**18 + 5 * SECOND
     start = estimate([exchange(10**18, offset_ns=true_offset, out_ns=400_000, back_ns=400_000)])
-    correction = Correction(start)
-    master_send = 10**18 + 5 * 10**9
-    worker_reads = master_send + true_offset  # what the worker's own clock says then
-    assert correction.to_master(worker_reads) == master_send
-    # A latency between a worker 250 ms ahead and one on time comes out right after both
-    # are corrected (uncorrected it would read 257 ms).
-    on_time = Correction(estimate([exchange(10**18, offset_ns=0, out_ns=400_000, back_ns=400_000)]))
-    received_on_time = master_send + 7 * MS
-    latency = received_on_time - correction.to_master(worker_reads)
-    assert (
-        on_time.to_master(received_on_time) - correction.to_master(worker_reads)
-        == latency
-        == 7 * MS
-    )
+    worker = Clock(own_ns=lambda: master_now + true_offset)
+    assert worker.time_ns() == master_now + true_offset  # its own clock until told otherwise
+    worker.follow_master(round(start.offset_ns))
+    assert worker.time_ns() == master_now
+    assert worker.time() == master_now / 1e9
+    # A latency between a worker 250 ms ahead and one on time comes out right once both
+    # read the master's clock (on their own clocks it would read -243 ms).
+    sent_on_worker = worker.time_ns()
+    master_now += 7 * MS
+    on_time = Clock(own_ns=lambda: master_now)
+    assert on_time.time_ns() - sent_on_worker == 7 * MS
+
+
+def test_the_real_clock_is_read_with_the_offset() -> None:
+    shifted = Clock(250 * MS)
+    before = time.time_ns()
+    read = shifted.time_ns()
+    after = time.time_ns()
+    assert before - 250 * MS <= read <= after - 250 * MS
 
 
 def test_drift_and_the_latency_bound() -> None:
@@ -111,6 +122,7 @@ def test_drift_and_the_latency_bound() -> None:
     assert entry["clock_offset_ms"] == 250.0
     assert entry["clock_uncertainty_ms"] == 0.2
     assert entry["clock_drift_ms"] == 0.3
+    assert entry["clock_warning"] is None
     assert Correction.from_dict(drifting.to_dict()) == drifting
 
 
@@ -121,13 +133,79 @@ def test_an_untrustworthy_latency_is_said_plainly() -> None:
     assert clock.trust_note(2.5, p50_ms=None) is None
 
 
-def test_a_shifted_worker_reads_the_master_clock() -> None:
-    import time
+def test_a_worker_never_measured_is_listed_with_a_null_offset_and_a_warning() -> None:
+    measured = estimate([exchange(10**18, offset_ns=3 * MS, out_ns=200_000, back_ns=200_000)])
+    names = {"node-a": "0:node-a", "node-b": "1:node-b"}
+    report = clock.clock_report(names, start={"node-a": measured}, end={"node-a": measured})
+    assert report is not None
+    by_name = {entry["worker"]: entry for entry in report["workers"]}
+    assert set(by_name) == {"0:node-a", "1:node-b"}  # never left out
+    silent = by_name["1:node-b"]
+    assert silent["clock_offset_ms"] is None and silent["clock_exchanges"] == 0
+    assert "no clock exchange with this worker completed" in silent["clock_warning"]
+    assert by_name["0:node-a"]["clock_offset_ms"] == 3.0
+    assert by_name["0:node-a"]["clock_warning"] is None
+    # With two workers, one unknown, the latency bound is unknown, not the other's bound.
+    assert report["latency_accuracy_ms"] is None
+    note = clock.trust_note(None, p50_ms=5.0, never_measured=["1:node-b"])
+    assert note is not None and "cannot be trusted" in note and "1:node-b" in note
+    # No remote worker was asked: nothing to report.
+    assert clock.clock_report({}, start={}, end={}) is None
 
-    shifted = clock.ShiftedTime(250 * MS)
-    before = time.time_ns()
-    read = shifted.time_ns()
-    after = time.time_ns()
-    assert before - 250 * MS <= read <= after - 250 * MS
-    assert abs(shifted.time() - (time.time() - 0.25)) < 0.05
-    assert shifted.perf_counter is time.perf_counter  # durations are not shifted
+
+def test_a_missing_end_estimate_leaves_the_drift_unknown() -> None:
+    start = estimate([exchange(10**18, offset_ns=0, out_ns=200_000, back_ns=200_000)])
+    entry = clock.worker_entry("0:node", Correction(start))
+    assert entry["clock_drift_ms"] is None and entry["clock_offset_end_ms"] is None
+    assert entry["clock_warning"] == clock.NO_END_ESTIMATE
+
+
+def test_the_record_lists_a_never_measured_worker_and_says_so() -> None:
+    clocks = clock.clock_report({"node-b": "1:node-b"}, start={}, end={})
+    record = with_clocks({"latency_ms": {"p50": 4.0}}, clocks)
+    assert [w["worker"] for w in record["clock_workers"]] == ["1:node-b"]
+    assert record["clock_workers"][0]["clock_offset_ms"] is None
+    assert "1:node-b" in record["latency_trust"]
+
+
+def negative_latency_stream() -> list[tuple[int, int]]:
+    """(send ns, receipt ns) on a worker whose clock reads 250 ms behind the sender's:
+    measured sends, every other one received "before" it was sent."""
+    start = 10**18
+    return [
+        (
+            start + 2 * SECOND + n * MS,
+            start + 2 * SECOND + n * MS + (5 * MS if n % 2 else -245 * MS),
+        )
+        for n in range(10)
+    ]
+
+
+@pytest.mark.parametrize("ledger_kind", ["reference", "fast"])
+def test_negative_latencies_are_counted_not_clamped_away(ledger_kind: str) -> None:
+    start = 10**18
+    window = Window(start_ns=start, measure_from_ns=start + SECOND, until_ns=start + 5 * SECOND)
+    tally = Tally(window)
+    room = "ab12cd-1"
+    if ledger_kind == "reference":
+        reference = SocketLedger(tally, room, start, 2 * SECOND)
+    else:
+        fast = FastLedger(tally, room, start, 2 * SECOND, run_id="ab12cd", own_prefix="none.")
+    for number, (send_ns, recv_ns) in enumerate(negative_latency_stream()):
+        payload = encode_frame_payload(encode_text("ab12cd", room, f"p1s0.{number}", send_ns))
+        if ledger_kind == "reference":
+            stamp, _problem = parse_server_payload(payload)
+            reference.deliver(stamp, recv_ns)
+        else:
+            fast.on_text(payload, recv_ns)
+    # A send before the measured window does not count, as in latency_ms.
+    early = start + SECOND // 2
+    payload = encode_frame_payload(encode_text("ab12cd", room, "p1s0.early", early))
+    if ledger_kind == "reference":
+        reference.deliver(parse_server_payload(payload)[0], early - 245 * MS)
+    else:
+        fast.on_text(payload, early - 245 * MS)
+    summary = summarize(tally)
+    assert summary["negative_latencies"] == 5
+    assert summary["latency_samples"] == 10  # still in the histogram, in its lowest bucket
+    assert summary["latency_ms"]["p50"] <= 0.001  # the lowest bucket (below 1 µs)

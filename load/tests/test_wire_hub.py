@@ -10,6 +10,7 @@ import pytest
 from gevent import socket as gsocket
 from gevent.event import Event
 
+from load.clock import Clock
 from load.wire import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Connection, FrameParser
 
 WAIT_S = 5.0
@@ -70,7 +71,7 @@ class Texts:
 def test_frames_reach_on_text_in_order_whatever_the_chunking(pair) -> None:
     connection, server = pair
     texts = Texts()
-    receiver = connection.receive_in_hub(texts.on_text)
+    receiver = connection.receive_in_hub(texts.on_text, clock=Clock())
     small, medium = b"a" * 10, b"b" * 300
     server.sendall(server_frame(small))
     assert texts.wait_for(1) == [small]  # alone in its recv: the fast path
@@ -89,7 +90,7 @@ def test_frames_reach_on_text_in_order_whatever_the_chunking(pair) -> None:
 
 def test_ping_is_answered_and_a_server_close_ends_the_receiver(pair) -> None:
     connection, server = pair
-    receiver = connection.receive_in_hub(lambda payload, recv_ns: None)
+    receiver = connection.receive_in_hub(lambda payload, recv_ns: None, clock=Clock())
     server.sendall(server_frame(b"hi", OP_PING))
     assert received_by_server(server, 1) == [(OP_PONG, b"hi")]
     server.sendall(server_frame(struct.pack("!H", 1001), OP_CLOSE))
@@ -101,7 +102,7 @@ def test_ping_is_answered_and_a_server_close_ends_the_receiver(pair) -> None:
 
 def test_our_close_answered_is_closed_and_a_dropped_socket_is_eof(pair) -> None:
     connection, server = pair
-    receiver = connection.receive_in_hub(lambda payload, recv_ns: None)
+    receiver = connection.receive_in_hub(lambda payload, recv_ns: None, clock=Clock())
     connection.start_close()
     assert received_by_server(server, 1) == [(OP_CLOSE, struct.pack("!H", 1000))]
     server.sendall(server_frame(struct.pack("!H", 1000), OP_CLOSE))
@@ -110,7 +111,7 @@ def test_our_close_answered_is_closed_and_a_dropped_socket_is_eof(pair) -> None:
 
     client, other = gsocket.socketpair()
     dropped = Connection(client, b"")
-    receiver = dropped.receive_in_hub(lambda payload, recv_ns: None)
+    receiver = dropped.receive_in_hub(lambda payload, recv_ns: None, clock=Clock())
     other.close()
     receiver.join(timeout=WAIT_S)
     assert receiver.value == "eof"

@@ -1,10 +1,18 @@
 """Remote workers on this machine, one with a wrong clock: ``python -m load run --workers
 2`` and two ``python -m load worker`` processes, one under libfaketime 250 ms ahead. The
-shifted run must report the offset, exact counts and the same p50 as the run without it.
+shifted run must report the offset, exact counts and the same latency distribution as the
+run without it.
 
-Rooms of 4 over 5 rooms: worker k takes users k, k+2, ..., so every room has members on
-both workers and half the deliveries cross from one clock to the other. Uncorrected, those
-read 250 ms too long or (clamped) 0 ms, and the p50 moves far more than 1 ms.
+Rooms of 4 over 5 rooms: worker k takes users k, k+2, ..., so every room has two members
+on each worker and half the deliveries cross from one clock to the other. With the
+correction missing or applied twice, a quarter of the samples read 250 ms too long and a
+quarter arrive "before" they were sent, while the other half, the median and every count
+stay as they were: only the tails show it. So the test asserts on the whole distribution:
+no negative latency (the minimum), and a p99 and a maximum that a 250 ms error would push
+past. Those two bounds (half the shift, the shift) sit far above what this light load
+shows (p99 about 15 ms), so a busy machine does not trip them. (The two runs' medians
+are not compared: that is timing, 4.3 against 5.7 ms once on a busy machine, and a clock
+error does not move the median anyway.)
 """
 
 from __future__ import annotations
@@ -69,11 +77,32 @@ def run_with_workers(target: str, out: Path, *, shift_second: bool) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+def distribution(summary: dict) -> str:
+    (run,) = summary["runs"]
+    latency = run["latency_ms"]
+    return (
+        f"negative {run['negative_latencies']}, p50 {latency['p50']}, p99 {latency['p99']}, "
+        f"max {latency['max']} ms; lost {run['lost']}, delivered {run['delivered']} of "
+        f"{run['expected']}"
+    )
+
+
 def test_a_worker_250_ms_ahead_gives_the_same_numbers(live_chat, tmp_path: Path) -> None:
     faketime_command()
     (server,) = live_chat("inmemory")
     plain = run_with_workers(server.ws_url, tmp_path / "plain", shift_second=False)
     shifted = run_with_workers(server.ws_url, tmp_path / "shifted", shift_second=True)
+    offsets = sorted(w["clock_offset_ms"] for w in shifted["harness"]["workers"])
+    plain_offsets = [w["clock_offset_ms"] for w in plain["harness"]["workers"]]
+    print(f"offsets (ms): plain {plain_offsets}, shifted {offsets}")
+    print(f"plain:   {distribution(plain)}")
+    print(f"shifted: {distribution(shifted)}")
+    # The distribution first: a wrong correction shows in the tails, not in the counts.
+    for summary in (plain, shifted):
+        (run,) = summary["runs"]
+        assert run["negative_latencies"] == 0, distribution(summary)
+        assert run["latency_ms"]["p99"] < SHIFT_MS / 2, distribution(summary)
+        assert run["latency_ms"]["max"] < SHIFT_MS, distribution(summary)
     for summary in (plain, shifted):
         (run,) = summary["runs"]
         assert run["errors"] == 0, run["errors_by_kind"]
@@ -82,16 +111,10 @@ def test_a_worker_250_ms_ahead_gives_the_same_numbers(live_chat, tmp_path: Path)
         assert run["ambiguous"] == 0
         assert run["client_processes"] == 2
         assert len(summary["harness"]["workers"]) == 2
-    offsets = sorted(w["clock_offset_ms"] for w in shifted["harness"]["workers"])
-    plain_offsets = [w["clock_offset_ms"] for w in plain["harness"]["workers"]]
-    print(f"offsets (ms): plain {plain_offsets}, shifted {offsets}")
     assert abs(offsets[0]) < 5
     assert abs(offsets[1] - SHIFT_MS) < 5
     for worker in shifted["harness"]["workers"]:
+        assert worker["clock_warning"] is None
         assert worker["clock_uncertainty_ms"] < 5
         assert abs(worker["clock_drift_ms"]) < 5
-    p50_plain = plain["runs"][0]["latency_ms"]["p50"]
-    p50_shifted = shifted["runs"][0]["latency_ms"]["p50"]
-    print(f"p50 (ms): plain {p50_plain}, shifted {p50_shifted}")
-    assert abs(p50_shifted - p50_plain) <= 1.0
     assert shifted["harness"]["latency_accuracy_ms"] < 5
