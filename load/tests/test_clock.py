@@ -3,6 +3,7 @@ whose clock was never measured, and negative latencies. No network, no Locust.""
 
 from __future__ import annotations
 
+import ast
 import random
 import time
 
@@ -13,6 +14,7 @@ from load.clock import Clock, Correction, Estimate, Exchange, estimate
 from load.codec import encode_frame_payload, encode_text, parse_server_payload
 from load.measure import with_clocks
 from load.stats import FastLedger, SocketLedger, Tally, Window, summarize
+from load.tests.helpers import ROOT
 
 MS = 1_000_000
 SECOND = 1_000_000_000
@@ -63,6 +65,20 @@ def test_the_bound_holds_even_for_a_one_sided_delay() -> None:
     one = exchange(0, offset_ns=250 * MS, out_ns=2 * MS, back_ns=0)
     result = estimate([one])
     assert abs(result.offset_ns - 250 * MS) == pytest.approx(result.uncertainty_ns)
+
+
+def test_an_asymmetric_path_widens_the_bound_past_the_latency_it_qualifies() -> None:
+    # 5 ms towards the worker, 25 ms back: the estimate is off by half the difference
+    # (10 ms), within the bound of half the round trip (15 ms); with two such workers the
+    # latency bound (30 ms) exceeds a p50 of 20 ms, and the record says so.
+    one = exchange(0, offset_ns=250 * MS, out_ns=5 * MS, back_ns=25 * MS, hold_ns=0)
+    result = estimate([one])
+    assert result.offset_ns - 250 * MS == pytest.approx(-10 * MS)
+    assert result.uncertainty_ns == pytest.approx(15 * MS)
+    bound = clock.latency_bound_ns([Correction(result), Correction(result)])
+    assert bound == pytest.approx(30 * MS)
+    note = clock.trust_note(bound / MS, p50_ms=20.0)
+    assert note is not None and "±30.000 ms" in note
 
 
 def test_impossible_exchanges_are_refused() -> None:
@@ -209,3 +225,22 @@ def test_negative_latencies_are_counted_not_clamped_away(ledger_kind: str) -> No
     assert summary["negative_latencies"] == 5
     assert summary["latency_samples"] == 10  # still in the histogram, in its lowest bucket
     assert summary["latency_ms"]["p50"] <= 0.001  # the lowest bucket (below 1 µs)
+
+
+# The modules of a load process that take or compare timestamps. Only clocksync reads the
+# raw wall clock, on purpose: it measures it.
+STAMPING_MODULES = ("gevent_users.py", "wire.py", "webui.py", "livestats.py", "stats.py")
+
+
+@pytest.mark.parametrize("module", STAMPING_MODULES)
+def test_a_load_process_reads_wall_time_only_through_its_clock(module: str) -> None:
+    tree = ast.parse((ROOT / "load" / module).read_text())
+    raw_reads = [
+        f"line {node.lineno}: time.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("time", "time_ns")
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "time"
+    ]
+    assert raw_reads == [], f"{module} reads the wall clock around its Clock: {raw_reads}"
