@@ -7,6 +7,8 @@ the merged tally for ``python -m load`` to summarise, and ends a headless run. L
 request statistics get one "connect" sample per handshake and one "round trip" sample per
 message (the sender's own copy), which keeps its web UI, CSV and HTML informative; the exact
 numbers come from the tally, never from those (Locust rounds to whole milliseconds).
+The hooks are plain functions; load/locustfile.py registers them, and hands the test
+start the process's one clock (load/clock.py), which every timestamp here comes from.
 
 The client shares its machine with the server it measures, so its per-delivery CPU is kept
 small (load/README.md, "Harness cost"): each socket is read by a callback in the gevent hub
