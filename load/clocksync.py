@@ -156,6 +156,8 @@ def on_test_start(
         offsets = getattr(options, "chatload_clock_offsets", None) or {}
         # A worker the master could not time gets no offset and reads its own clock; the
         # summary lists it with a null offset and says so.
+        if offsets and runner.client_id not in offsets:
+            logger.warning("clock: the master could not time this worker: its own clock is used")
         process_clock.follow_master(offsets.get(runner.client_id, 0))
 
 
