@@ -28,12 +28,12 @@ pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
 
 USERS = 20
 SHAPE = ["--users", str(USERS), "--rooms", "4", "--rate", "2", "--duration", "8", "--drain", "2"]
-# The fault starts 2 s into sending and lasts 2 s (unless a test says otherwise); the
-# 4 s after it are the recovery.
+# fault_run's fault starts 2 s into sending and lasts 2 s unless a test says otherwise;
+# the 4 s after it are the recovery.
 # After Redis comes back, the chat must work again (every user connected, every message
 # delivered for a whole second) within this many seconds on both Redis layers.
 RECOVER_WITHIN_S = 3.0
-# A 2 s stall of RedisChannelLayer loses at most this share of the run's deliveries.
+# A 3 s stall of RedisChannelLayer loses at most this share of the run's deliveries.
 STALL_LOSS_SHARE = 0.10
 OTHERS_P50_MS = 100.0
 # A reader that does not read, sent about 1 MB/s: once the kernel's buffers are full the
@@ -147,16 +147,20 @@ def test_after_postgres_restarts_the_chat_server_never_delivers_again(
 
 @pytest.mark.redis
 def test_a_stalled_redis_delays_but_keeps_the_sockets(tmp_path: Path) -> None:
-    record = fault_run(tmp_path, "redis-stall", "--layers", "redis")
+    # 3 s, as in the README's table: in a 2 s stall nothing was lost (3 runs of 3).
+    record = fault_run(tmp_path, "redis-stall", "--layers", "redis", window=(2.0, 3.0))
     fault = record["fault"]
     assert fault["sockets_dropped"] == 0 and record["errors"] == 0, record["errors_by_kind"]
     assert fault["time_to_recover_s"] is not None, record["timeline"]
     # The messages of the stall arrive after it: the worst latency is about the stall.
     assert record["latency_ms"]["max"] >= 1000
-    # ... but RedisChannelLayer loses a few of them without a word (README: 1.5 to 4.5 %
-    # of a run's deliveries in a 3 s stall): some, never most, and only of the window.
-    assert 0 < fault["lost_in_window"] <= STALL_LOSS_SHARE * record["expected"], fault
-    assert fault["lost_outside_window"] == 0, record["timeline"]
+    # ... but RedisChannelLayer loses some of them without a word (3.5 to 4.7 % of the
+    # deliveries in 3 runs of the README's shape, all sent in the stall's last second or
+    # the one after it): some, never most, and nothing once the chat is whole again.
+    assert 0 < record["lost"] <= STALL_LOSS_SHARE * record["expected"], record["timeline"]
+    assert fault["lost_in_window"] > 0, record["timeline"]
+    assert fault["time_to_recover_s"] <= RECOVER_WITHIN_S, record["timeline"]
+    assert lost_after_recovery(record) == [], record["timeline"]
 
 
 @pytest.mark.redis
