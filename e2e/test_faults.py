@@ -26,6 +26,7 @@ reconnects by itself (0.5 s doubling to 8 s, jittered) and says so in ``#chat-st
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -216,10 +217,22 @@ def test_after_a_postgres_restart_a_server_never_hears_its_rooms_again(
     browser: Browser,
     unique_room: UniqueRoom,
 ) -> None:
+    """The old server's windows never get the new server's message. Absence is proven by
+    a later arrival on the same socket, as elsewhere; but nothing from the room can be the
+    later arrival here (the old server never hears its rooms again: that is the finding),
+    so it is a frame the old server sends by itself: the ``{"error": ...}`` reply to a
+    frame that is not JSON, sent through that same socket after the new server's message
+    has reached its own window. That reply needs no layer and no database, so it comes
+    back. PostgreSQL notifies every listener at once, before the new server can pass the
+    message on: an old server still listening would have had it in hand before the bad
+    frame was even sent, and written it to the socket first, so on that one ordered
+    socket it would have arrived before the reply."""
     postgres = restartable_backend.server
     room = unique_room("room")
     before = live_chat.own(layer, backend=restartable_backend)
     first, second = open_windows_that_chat(before, browser, room)
+    for window in (first, second):
+        record_frames(window)
 
     postgres.shutdown()
     postgres.start_again()
@@ -233,6 +246,10 @@ def test_after_a_postgres_restart_a_server_never_hears_its_rooms_again(
     # The old server's windows did not get it, and nothing tells them: the socket is open
     # and the page says it is connected.
     for window in (first, second):
+        send_raw_frame(window, NOT_JSON)
+    for window in (first, second):
+        frames = [json.loads(frame) for frame in wait_for_error_reply(window)]
+        assert [sorted(frame) for frame in frames] == [["error"]], frames  # nothing before it
         assert window.log() == ["before the restart"]
         assert window.uses_watched_socket() and window.watched_socket_closes() == []
         assert window.status() == "connected"
@@ -240,6 +257,43 @@ def test_after_a_postgres_restart_a_server_never_hears_its_rooms_again(
     # closed: the consumer raises and the socket closes with 1011.
     first.type_message("from the old server")
     assert first.wait_for_watched_socket_close() == CLOSED_BY_SERVER_ERROR
+
+
+# A frame the consumer refuses: its sender alone gets {"error": ...} (no layer involved).
+NOT_JSON = "not json"
+
+
+def record_frames(window: ChatWindow) -> None:
+    """From now on, keep every frame the watched socket receives, in order."""
+    window.focus()
+    window.driver.execute_script(
+        "window.watchedFrames = []; window.watchedSocket.addEventListener("
+        "'message', (e) => window.watchedFrames.push(e.data));"
+    )
+
+
+def send_raw_frame(window: ChatWindow, text: str) -> None:
+    """Send ``text`` as it is through the watched socket (the page would wrap it in JSON)."""
+    window.focus()
+    window.driver.execute_script("window.watchedSocket.send(arguments[0]);", text)
+
+
+def wait_for_error_reply(window: ChatWindow) -> list[str]:
+    """Wait until an ``{"error": ...}`` frame has reached the watched socket; return every
+    frame it received since ``record_frames``, in order."""
+    script = "return window.watchedFrames;"
+
+    def replied(driver: object) -> tuple[list[str]] | None:
+        frames = window.driver.execute_script(script)
+        return (frames,) if any('"error"' in frame for frame in frames) else None
+
+    window.focus()
+    (frames,) = wait_until(
+        window.driver,
+        replied,
+        lambda: f"{window}: no error reply; frames: {window.driver.execute_script(script)!r}",
+    )
+    return frames
 
 
 def open_windows_that_chat(

@@ -1,7 +1,8 @@
 """``python -m load run|bench|capacity``: parse the command line, build the plan, run it,
 write summary.json and report.html. Bad input is one line and exit status 2; a run that
-cannot produce a result is one line and exit status 1; a capacity that fell more than
-``--max-drop`` below ``--baseline`` is exit status 3.
+cannot produce a result (or a fault run whose fault never fired) is one line and exit
+status 1; a capacity that fell more than ``--max-drop`` below ``--baseline`` is exit
+status 3.
 """
 
 from __future__ import annotations
@@ -440,7 +441,25 @@ def command_bench(args: argparse.Namespace) -> int:
         say(report.medians_table(summary["medians"]))
         write_outputs(out, summary)
     say(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
-    return 0
+    return fault_status(summary["runs"])
+
+
+def fault_status(runs: Sequence[dict[str, Any]]) -> int:
+    """EXIT_FAILED, with one line on stderr, when a run's fault never fired (or its
+    injector failed): the bench was asked for a fault's result and has none for that run,
+    as when a run cannot produce a result at all. 0 otherwise."""
+    failed = [(run, faults.failure(run.get("fault"))) for run in runs]
+    failed = [(run, reason) for run, reason in failed if reason]
+    if not failed:
+        return 0
+    run, reason = failed[0]
+    print(
+        f"python -m load bench: error: {len(failed)} of {len(runs)} runs have no fault "
+        f"result ({run['layer']} {run.get('asgi') or 'daphne'}: {reason}); their figures "
+        "are left out of the medians",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
 
 
 def command_capacity(args: argparse.Namespace) -> int:

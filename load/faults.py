@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +117,23 @@ class InjectorLog:
     error: str | None = None
     events: list[tuple[str, int]] = field(default_factory=list)
 
+    @property
+    def injected(self) -> bool:
+        """True once the fault really broke its target (not merely when it was tried)."""
+        return any(name == "broken" for name, _ in self.events)
+
+
+class NothingToBreak(Exception):
+    """The fault's target was not there to break (a server that had already exited)."""
+
+
+def require_running(what: str, process: Any) -> None:
+    """NothingToBreak unless ``process`` (a Popen) is running: signalling a process that
+    has exited does nothing, and the run would then be recorded as if it had a fault."""
+    code = None if process is None else process.poll()
+    if process is None or code is not None:
+        raise NothingToBreak(f"{what} had already exited (code {code}) before the fault")
+
 
 class FaultInjector:
     """``with FaultInjector(fault, plan, live, start_path):`` around the Locust run: a
@@ -169,6 +186,7 @@ class FaultInjector:
                 return
             at_ns = start_ns + round(self.fault.at_s * SECOND_NS)
             if not self._wait_until_ns(at_ns):
+                self.log.error = "the run ended before the fault's time"
                 return
             self.log.began_ns = time.time_ns()
             self._mend = self._break()
@@ -197,14 +215,17 @@ class FaultInjector:
         backend = live.backend
         if kind in ("redis-restart", "backend-restart"):
             server = backend.server
+            require_running(f"{server.service} server on port {server.port}", server.process)
             server.shutdown()
             return lambda: server.start_again()
         if kind == "redis-stall":
             redis = backend.server
+            require_running(f"redis-server on port {redis.port}", redis.process)
             redis.pause()
             return redis.resume
         if kind == "server-kill":
             server = live.servers[0]
+            require_running(f"{server.asgi} on port {server.port}", server.process)
             server.kill()
             return lambda: server.start_again()
         if kind == "redis-failover":
@@ -216,6 +237,20 @@ class FaultInjector:
             return lambda: killed.start_again()
         # slow-reader: the Locust side stops reading; nothing to do to the services.
         return lambda: None
+
+
+def failure(fault: Mapping[str, Any] | None) -> str | None:
+    """Why a fault record is not a fault's result, in words (None when it is, or when the
+    run had no fault): the fault never fired, or its injector failed (a mend that did not
+    happen leaves the recovery unmeasured). Such a run exits 1 and is never in a median."""
+    if not fault:
+        return None
+    if not fault.get("injected"):
+        reason = fault.get("injector_error") or "no reason recorded"
+        return f"the {fault['kind']} fault never fired: {reason}"
+    if fault.get("injector_error"):
+        return f"the {fault['kind']} fault's injector failed: {fault['injector_error']}"
+    return None
 
 
 # ------------------------------------------------------------------ Locust side
@@ -247,6 +282,36 @@ def slow_window(plan: Plan, window: Window, user_index: int) -> tuple[int, int] 
 # socket (tcp_rmem's maximum is 32 MiB here), far more than a real slow client's path holds
 # in flight, which would hide for many seconds what the server does with the backlog.
 SLOW_READER_RCVBUF = 64 * 1024
+
+
+# A sent frame's bytes beyond its message text ({"message": "..."} and the WebSocket
+# header), and the text of an unpadded message (codec.encode_text).
+FRAME_OVERHEAD_BYTES = 20
+UNPADDED_MESSAGE_BYTES = 70
+TCP_WMEM = Path("/proc/sys/net/ipv4/tcp_wmem")
+
+
+def kernel_buffer_bytes(tcp_wmem: Path = TCP_WMEM) -> int | None:
+    """What the kernel can hold for one slow reader before the server's own memory has to:
+    the server's send buffer, which autotuning lets grow to ``tcp_wmem``'s maximum, and the
+    reader's receive buffer (Linux doubles the SO_RCVBUF asked for, for its bookkeeping).
+    None where ``tcp_wmem`` cannot be read (not Linux)."""
+    try:
+        wmem_max = int(tcp_wmem.read_text().split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+    return wmem_max + 2 * SLOW_READER_RCVBUF
+
+
+def buffers_full_s(plan: Plan, buffer_bytes: int | None) -> float | None:
+    """Seconds from the start of a slow-reader window until one slow socket's backlog has
+    filled ``buffer_bytes``: it is sent every message of its room (``users / rooms``
+    members at ``rate`` each) and reads none. None when that cannot be said."""
+    if buffer_bytes is None or plan.rate <= 0:
+        return None
+    frame_bytes = (plan.message_bytes or UNPADDED_MESSAGE_BYTES) + FRAME_OVERHEAD_BYTES
+    bytes_per_s = math.ceil(plan.users / plan.rooms) * plan.rate * frame_bytes
+    return round(buffer_bytes / bytes_per_s, 2)
 
 
 def shrink_receive_buffer(sock: Any) -> None:
@@ -355,7 +420,7 @@ def fault_record(
         # Beyond the contract:
         "recovered_at_s": recovered_at,
         "time_to_steady_s": steady_s,
-        "injected": log is not None and log.began_ns is not None,
+        "injected": log is not None and log.injected,
         "injector_error": log.error if log is not None else None,
     }
     if fault.kind == "redis-failover":
@@ -383,6 +448,11 @@ def slow_reader_findings(
         "server_kb_per_slow_socket": (
             round(growth * 1024 / slow, 1) if growth is not None and slow else None
         ),
+        "kernel_buffer_kb_per_socket": (
+            None if rss.buffer_bytes is None else round(rss.buffer_bytes / 1024)
+        ),
+        "buffers_full_after_s": rss.buffers_full_s,
+        "server_rss_growth_mb_per_s": rss.growth_mb_per_s,
         "p50_ms_before": _median(before),
         "p50_ms_in_window": _median(during),
     }
@@ -406,13 +476,28 @@ class RssReadings:
     before: float | None = None
     peak: float | None = None
     after: float | None = None
+    # slow-reader: what the kernel holds per socket, when a slow socket's backlog has
+    # outgrown it (seconds into the window), and the servers' growth from then to the end
+    # of the window (MiB/s, a least-squares line through the sampler's readings).
+    buffer_bytes: int | None = None
+    buffers_full_s: float | None = None
+    growth_mb_per_s: float | None = None
+
+
+# The growth per second needs readings over at least this long past the full buffers.
+GROWTH_MIN_SPAN_S = 1.0
 
 
 def rss_readings(
-    sampler: ServerSampler, log: InjectorLog | None, window: Window, fault: Fault
+    sampler: ServerSampler,
+    log: InjectorLog | None,
+    window: Window,
+    fault: Fault,
+    plan: Plan | None = None,
 ) -> RssReadings:
     """From the sampler; a sample taken while a killed server was down (unknown) is
-    left out rather than read as 0."""
+    left out rather than read as 0. A slow-reader ``plan`` adds the growth past the
+    kernel's buffers."""
     began = (
         log.began_ns
         if log is not None and log.began_ns
@@ -421,8 +506,30 @@ def rss_readings(
     known = [s for s in sampler.samples if s.rss_mb is not None]
     before = [s.rss_mb for s in known if s.at_ns <= began]
     after = [s.rss_mb for s in known if began <= s.at_ns <= window.until_ns]
-    return RssReadings(
+    readings = RssReadings(
         before=round(before[-1], 1) if before else None,
         peak=round(max(after), 1) if after else None,
         after=round(after[-1], 1) if after else None,
     )
+    if plan is None or fault.kind != "slow-reader":
+        return readings
+    buffer_bytes = kernel_buffer_bytes()
+    full_s = buffers_full_s(plan, buffer_bytes)
+    growth = None
+    if full_s is not None:
+        full_ns = window.start_ns + round((fault.at_s + full_s) * SECOND_NS)
+        end_ns = window.start_ns + round(fault.end_s * SECOND_NS)
+        points = [(s.at_ns / SECOND_NS, s.rss_mb) for s in known if full_ns <= s.at_ns <= end_ns]
+        if len(points) >= 2 and points[-1][0] - points[0][0] >= GROWTH_MIN_SPAN_S:
+            growth = round(_slope(points), 3)
+    return replace(
+        readings, buffer_bytes=buffer_bytes, buffers_full_s=full_s, growth_mb_per_s=growth
+    )
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float:
+    """The least-squares slope of (x, y) points (at least two distinct x)."""
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread

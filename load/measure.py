@@ -65,7 +65,7 @@ def measure(
             users=plan.users,
             counters=tally.counters,
             log=log,
-            rss=faults.rss_readings(sampler, log, window, plan.fault),
+            rss=faults.rss_readings(sampler, log, window, plan.fault, plan),
             server_logs=[server.log_text() for server in live.servers],
         )
     return with_clocks(run_record(plan, tally, stack, usage, fault), read_clocks(run_dir))

@@ -8,6 +8,8 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from load.faults import failure as fault_failure
+
 Record = Mapping[str, Any]
 
 
@@ -109,17 +111,32 @@ def fault_line(fault: Mapping[str, Any]) -> str:
     if slow:
         parts.append(
             f"{slow['slow_sockets']} slow sockets, +{slow['server_rss_growth_mb']} MiB "
-            f"({slow['server_kb_per_slow_socket']} KiB each), p50 {slow['p50_ms_before']} → "
-            f"{slow['p50_ms_in_window']} ms"
+            f"({slow['server_kb_per_slow_socket']} KiB each), "
+            + _growth_part(slow)
+            + f"p50 {slow['p50_ms_before']} → {slow['p50_ms_in_window']} ms"
         )
     if fault.get("injector_error"):
         parts.append(f"INJECTOR: {fault['injector_error']}")
     return "; ".join(parts)
 
 
+def _growth_part(slow: Mapping[str, Any]) -> str:
+    """The servers' growth per second once the kernel's buffers were full, if measured."""
+    if slow.get("server_rss_growth_mb_per_s") is None:
+        return ""
+    return (
+        f"+{slow['server_rss_growth_mb_per_s']} MiB/s once the kernel's "
+        f"{slow['kernel_buffer_kb_per_socket']} KiB per socket filled "
+        f"({slow['buffers_full_after_s']} s in), "
+    )
+
+
 def problems(run: Record) -> list[str]:
     """Every way a run fell short, in words (never averaged away)."""
     found = []
+    failed_fault = fault_failure(run.get("fault"))
+    if failed_fault:
+        found.append(f"{failed_fault} (not a fault's result: left out of every median)")
     if run["lost"]:
         found.append(f"{run['lost']} of {run['expected']} expected deliveries lost")
     if run["leaked"]:
@@ -143,13 +160,21 @@ def problems(run: Record) -> list[str]:
 
 
 def medians(runs: Sequence[Record]) -> list[dict[str, Any]]:
-    """One row per (layer, consumer, servers, asgi, scenario): medians of repeated runs."""
+    """One row per (layer, consumer, servers, asgi, scenario): medians of repeated runs.
+    A run whose fault never fired (or whose injector failed) is not a fault's result, so
+    it is left out; ``excluded`` counts those."""
     groups: dict[tuple, list[Record]] = {}
+    excluded: dict[tuple, int] = {}
     for run in runs:
         key = (run["layer"], run["consumer"], run["servers"], run.get("asgi"), run["scenario"])
-        groups.setdefault(key, []).append(run)
+        groups.setdefault(key, [])
+        if fault_failure(run.get("fault")):
+            excluded[key] = excluded.get(key, 0) + 1
+        else:
+            groups[key].append(run)
     rows = []
-    for (layer, consumer, servers, asgi, scenario), group in groups.items():
+    for key, group in groups.items():
+        layer, consumer, servers, asgi, scenario = key
 
         def med(get: Callable[[Record], Any], group: list[Record] = group) -> Any:
             values = [get(r) for r in group if get(r) is not None]
@@ -163,6 +188,7 @@ def medians(runs: Sequence[Record]) -> list[dict[str, Any]]:
                 "asgi": asgi,
                 "scenario": scenario,
                 "runs": len(group),
+                "excluded": excluded.get(key, 0),
                 "delivered_per_s": med(lambda r: r["delivered_per_s"]),
                 "delivery_ratio": med(lambda r: r["delivery_ratio"]),
                 "p50_ms": med(lambda r: r["latency_ms"]["p50"]),
@@ -198,7 +224,7 @@ def medians_table(rows: Sequence[Record]) -> str:
             str(r["layer"]),
             str(r["servers"]),
             str(r["asgi"]),
-            str(r["runs"]),
+            str(r["runs"]) + (f" ({r['excluded']} left out)" if r.get("excluded") else ""),
             _num(r["delivered_per_s"], 0),
             _num(r["delivery_ratio"], 4),
             _ms(r["p50_ms"]),

@@ -13,6 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for load.faults
+from load.faults import failure  # after the path it needs
+
 COLUMNS = (
     ("dropped", lambda r: r["fault"]["sockets_dropped"]),
     ("reconnects", lambda r: r["fault"]["reconnects"]),
@@ -52,6 +55,9 @@ def main(root: Path) -> None:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for summary in sorted(root.glob("*/summary.json")):
         for run in json.loads(summary.read_text())["runs"]:
+            if failure(run["fault"]):  # not a fault's result: never part of a median
+                print(f"left out ({summary.parent.name}): {failure(run['fault'])}", file=sys.stderr)
+                continue
             key = (run["fault"]["kind"], run["layer"], run.get("asgi", "daphne"), run["servers"])
             groups[key].append(run)
     headings = ["fault", "layer", "asgi", "servers", "runs", *(name for name, _ in COLUMNS)]
