@@ -14,7 +14,8 @@ step at a time:
 
 The capacity is the highest passing step below the lowest failing one. A step on which the
 load generator saturated, twice in a row, ends the search: beyond it the harness, not the
-server, is the limit (``limited_by: client``, the capacity a lower bound). Every step is
+server, is the limit (``limited_by: client``, the capacity a lower bound). A search that
+reaches its step limit before it ends says so (``limited_by: steps``). Every step is
 reported.
 """
 
@@ -25,16 +26,85 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# What can end a search, in the order a tie is reported (the most severe first).
-LIMITS = ("client", "errors", "loss", "latency")
+from load.scenarios import CHURN_STAY_S, CLOSE_TIMEOUT_S
+
+# What can end a search, in the order a tie is reported (the most severe first): the load
+# generator, then a shape the harness did not manage to offer, then wrong deliveries (a
+# leak, a duplicate or a wrong sender is a wrong answer, whatever the latency), then
+# errors, loss and latency.
+LIMITS = (
+    "client",
+    "not_offered",
+    "leak",
+    "duplicates",
+    "misattributed",
+    "errors",
+    "loss",
+    "latency",
+)
 # A search that never saw a failing step says so with this.
 ALL_PASSED = "max"
+# A search that reached its step limit (``max_steps``) before it ended.
+STEP_LIMIT = "steps"
+DEFAULT_MAX_STEPS = 20
+# Scenarios whose users keep one socket and send at the plan's rate the whole time.
+STEADY_SCENARIOS = ("fanout", "isolation")
+# A shortfall of messages sent must exceed this many standard deviations of their chance
+# variation, and SENT_SHARE, to make a step "not offered" (sent_too_few).
+SENT_SIGMAS = 4.0
+# Sending at least this share of the planned messages is always "offered": a sender 10 %
+# behind its schedule has changed the load measured, while chance alone stays well under
+# that once a window holds a few hundred messages.
+SENT_SHARE = 0.9
+
+
+def planned_connects(run: Mapping[str, Any]) -> int:
+    """The fewest handshakes the run's plan asks for. Every user connects at the start; a
+    churn user then opens a new session at least once per longest possible session (its
+    longest stay, the drain it lingers for and the close handshake's timeout: about twice a
+    usual session, so only handshakes that take seconds make a churn run fall short)."""
+    users = run["users"]
+    if run["scenario"] != "churn":
+        # A user that reconnects after a drop adds a handshake, but a drop is also an
+        # error, which breaks the objective by itself.
+        return users
+    longest_session_s = CHURN_STAY_S[1] + run["drain_s"] + CLOSE_TIMEOUT_S
+    send_s = run["settle_s"] + run["duration_s"]
+    return users * max(1, math.ceil(send_s / longest_session_s))
+
+
+def planned_messages(run: Mapping[str, Any]) -> float | None:
+    """Messages the plan sends in the measured window (users x rate x duration), or None
+    where it depends on more than the plan (churn: on how long each handshake and close
+    takes; its sessions are checked through ``planned_connects``)."""
+    if run["scenario"] not in STEADY_SCENARIOS:
+        return None
+    return run["users"] * run["rate_per_user"] * run["duration_s"]
+
+
+def sent_too_few(sent: int, planned: float, users: int) -> bool:
+    """Whether ``sent`` falls short of ``planned`` (by ``users`` senders) by more than
+    chance explains.
+
+    Each user sends at intervals of 1/rate ± 50 % (scenarios.send_times). Simulated with
+    send_times, one user's count in a window of d seconds varies by at most rate·d/12 (the
+    uniform intervals' squared coefficient of variation is 1/12) plus 1/4 (where the window
+    cuts the intervals), and at a low rate after a short warm-up its mean is up to 6 % below
+    rate·d (the first send's random phase). A shortfall counts when it exceeds both
+    SENT_SIGMAS standard deviations of that and 1 - SENT_SHARE of the plan: chance does not
+    fail a tiny step, and a sender 10 % behind fails a large one.
+    """
+    deviation = math.sqrt(planned / 12 + users / 4)
+    allowed = max((1 - SENT_SHARE) * planned, SENT_SIGMAS * deviation)
+    return sent < planned - allowed
 
 
 @dataclass(frozen=True)
 class Objective:
     """What a step must meet: p99 latency at most ``p99_ms``, at most ``loss`` messages
-    lost and ``errors`` errors, and a load generator that kept up."""
+    lost and ``errors`` errors, no leak, duplicate or misattributed delivery, the shape
+    offered in full (``planned_connects``, ``planned_messages``), and a load generator that
+    kept up."""
 
     p99_ms: float = 100.0
     loss: int = 0
@@ -53,6 +123,14 @@ class Objective:
         broke = []
         if run["client_saturated"]:
             broke.append("client")
+        if self.not_offered(run):
+            broke.append("not_offered")
+        if run["leaked"]:
+            broke.append("leak")
+        if run["duplicated"]:
+            broke.append("duplicates")
+        if run.get("misattributed"):  # only runs with logged-in senders count it
+            broke.append("misattributed")
         if run["errors"] > self.errors:
             broke.append("errors")
         if run["lost"] > self.loss:
@@ -62,6 +140,15 @@ class Objective:
             broke.append("latency")
         onset = self._onsets(run.get("timeline") or [])
         return sorted(broke, key=lambda limit: (onset.get(limit, math.inf), LIMITS.index(limit)))
+
+    @staticmethod
+    def not_offered(run: Mapping[str, Any]) -> bool:
+        """Whether the harness failed to offer the run's shape: fewer handshakes than the
+        plan asks for, or clearly fewer messages sent in the measured window."""
+        if run["connects"] < planned_connects(run):
+            return True
+        planned = planned_messages(run)
+        return planned is not None and sent_too_few(run["sent"], planned, run["users"])
 
     def _onsets(self, timeline: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         """The first timeline second in which each limit was visibly broken."""
@@ -118,10 +205,12 @@ class CapacitySearch:
         ramp_steps: int = 8,
         resolution: float = 0.15,
         whole: bool = False,
-        max_steps: int = 20,
+        max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
-        if start <= 0 or factor <= 1 or ramp_steps < 1 or resolution <= 0:
-            raise ValueError("start > 0, factor > 1, ramp_steps ≥ 1 and resolution > 0")
+        if start <= 0 or factor <= 1 or ramp_steps < 1 or resolution <= 0 or max_steps < 1:
+            raise ValueError(
+                "start > 0, factor > 1, ramp_steps ≥ 1, resolution > 0 and max_steps ≥ 1"
+            )
         self.start = start
         self.factor = factor
         self.ramp_steps = ramp_steps
@@ -208,8 +297,11 @@ class CapacitySearch:
     def result(self) -> Result:
         """Where the search ended (call once ``next_value`` returns None)."""
         passed = self._highest_pass.value if self._highest_pass else None
+        past = self._lowest_fail.value if self._lowest_fail else None
         if self._ended_by == "client":
             return Result(passed, "client", self.steps[-1].value, self.steps)
+        if self._pending is not None:  # a value was still to be measured
+            return Result(passed, STEP_LIMIT, past, self.steps)
         if self._lowest_fail is None:
             return Result(passed, ALL_PASSED, None, self.steps)
-        return Result(passed, self._lowest_fail.broke[0], self._lowest_fail.value, self.steps)
+        return Result(passed, self._lowest_fail.broke[0], past, self.steps)

@@ -8,7 +8,14 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from load.search import ALL_PASSED, CapacitySearch, Objective
+from load.search import (
+    ALL_PASSED,
+    STEP_LIMIT,
+    CapacitySearch,
+    Objective,
+    planned_connects,
+    planned_messages,
+)
 
 
 def run_search(
@@ -124,7 +131,21 @@ def test_a_stack_that_holds_nothing_has_no_capacity() -> None:
     steps = run_search(search, lambda value, attempt: ("loss",))
     assert len(steps) == 6  # bounded
     result = search.result()
-    assert result.capacity is None and result.limited_by == "loss"
+    # Still going down when the steps ran out: the search says it was cut short.
+    assert result.capacity is None and result.limited_by == STEP_LIMIT
+    assert result.past_capacity == min(value for value, _, _ in steps)
+
+
+def test_a_search_cut_short_by_the_step_limit_says_steps() -> None:
+    search = CapacitySearch(0.5, factor=2, resolution=0.15, max_steps=6)
+    steps = run_search(search, holds_up_to(3.3))
+    assert len(steps) == 6
+    result = search.result()
+    assert (result.capacity, result.past_capacity, result.limited_by) == (2.828427, 4.0, "steps")
+    # The same search with room to finish ends on what broke.
+    assert run_search(finished := CapacitySearch(0.5, factor=2, resolution=0.15),
+                      holds_up_to(3.3))[:6] == steps  # fmt: skip
+    assert finished.result().limited_by == "latency"
 
 
 def test_whole_numbers_when_varying_users() -> None:
@@ -143,14 +164,27 @@ def test_results_must_answer_the_value_asked_for() -> None:
 
 
 def run(p99: float | None, *, lost: int = 0, errors: int = 0, saturated: bool = False,
-        timeline: list | None = None) -> dict:  # fmt: skip
+        timeline: list | None = None, **fields: object) -> dict:  # fmt: skip
+    """A run record of 10 users at 5 msg/s for 4 s that offered its shape in full."""
     return {
+        "scenario": "fanout",
+        "users": 10,
+        "rooms": 2,
+        "rate_per_user": 5.0,
+        "duration_s": 4.0,
+        "settle_s": 2.0,
+        "drain_s": 2.0,
+        "connects": 10,
+        "sent": 200,
         "client_saturated": saturated,
         "errors": errors,
         "lost": lost,
-        "expected": 100,
+        "leaked": 0,
+        "duplicated": 0,
+        "expected": 1000,
         "latency_ms": {"p99": p99},
         "timeline": timeline or [],
+        **fields,
     }
 
 
@@ -169,3 +203,47 @@ def test_the_objective_names_every_limit_broken_first_in_time_first() -> None:
     assert objective.broken(run(900, lost=7)) == ["loss", "latency"]
     assert objective.broken(run(50, errors=1, saturated=True)) == ["client", "errors"]
     assert Objective(p99_ms=100, loss=10).broken(run(50, lost=10)) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "limit"),
+    [
+        ({"leaked": 1}, "leak"),
+        ({"duplicated": 1}, "duplicates"),
+        ({"misattributed": 1}, "misattributed"),
+        ({"connects": 9}, "not_offered"),  # a user never connected
+        ({"sent": 179}, "not_offered"),  # 10 % short of 10 users x 5 msg/s x 4 s
+    ],
+)
+def test_a_wrong_delivery_or_a_shape_not_offered_breaks_the_objective(fields, limit) -> None:
+    assert Objective().broken(run(10.0, **fields)) == [limit]
+
+
+def test_a_shortfall_chance_explains_is_still_offered() -> None:
+    assert Objective().broken(run(10.0, sent=180)) == []  # exactly 10 % short
+    # A tiny step: 4 users at 0.5 msg/s for 3 s plan 6 messages; 2 are within chance
+    # (send intervals vary by ± 50 %), 1 is not.
+    tiny = {"users": 4, "connects": 4, "rate_per_user": 0.5, "duration_s": 3.0}
+    assert planned_messages(run(1.0, **tiny)) == 6
+    assert Objective().broken(run(1.0, sent=2, **tiny)) == []
+    assert Objective().broken(run(1.0, sent=1, **tiny)) == ["not_offered"]
+
+
+def test_churn_is_offered_when_every_user_opened_the_sessions_the_plan_asks_for() -> None:
+    # 10 users over 5 s of sending: a session lasts at most 3 s + 2 s drain + 3 s close,
+    # so each user opens at least one; over 20 s at least three.
+    short = {"scenario": "churn", "connects": 10, "sent": 50}
+    assert planned_connects(run(1.0, **short)) == 10
+    assert planned_messages(run(1.0, **short)) is None  # depends on handshakes and closes
+    assert Objective().broken(run(1.0, **short)) == []
+    assert Objective().broken(run(1.0, **{**short, "connects": 9})) == ["not_offered"]
+    long = {"scenario": "churn", "duration_s": 18.0, "connects": 30}
+    assert planned_connects(run(1.0, **long)) == 30
+    assert Objective().broken(run(1.0, **{**long, "connects": 29})) == ["not_offered"]
+
+
+def test_the_most_severe_limit_comes_first_without_a_timeline() -> None:
+    broken = Objective(p99_ms=100).broken(
+        run(900, lost=3, errors=1, leaked=2, duplicated=1, connects=9, saturated=True)
+    )
+    assert broken == ["client", "not_offered", "leak", "duplicates", "errors", "loss", "latency"]
