@@ -24,6 +24,7 @@ from typing import Any
 
 from compat import RESULTS_DIR_VARIABLE
 from compat.matrix import PACKAGES, Cell, project_requirements, pytest_args_for
+from load.summaries import read_capacity_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,16 +171,7 @@ def read_delivery(results_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
 def read_capacity(summary_path: Path) -> dict[str, Any]:
     """The first capacity entry of a ``python -m load capacity`` summary.json, reduced to
     what the matrix shows; raises ValueError with the reason it cannot."""
-    try:
-        summary = json.loads(summary_path.read_text())
-    except OSError as error:
-        raise ValueError(f"no capacity summary ({error.strerror or error})") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"capacity summary is not JSON ({error.msg})") from None
-    entries = summary.get("capacity") if isinstance(summary, dict) else None
-    if not entries or not isinstance(entries[0], dict):
-        raise ValueError("capacity summary has no capacity entry")
-    entry = entries[0]
+    entry = read_capacity_summary(summary_path, what="the cell's capacity summary")[0]
     keys = (
         "layer",
         "consumer",

@@ -81,9 +81,10 @@ def test_read_capacity_says_when_not_even_the_first_step_held(tmp_path):
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        (None, "no capacity summary"),
-        ("{", "not JSON"),
-        (json.dumps({"runs": []}), "no capacity entry"),
+        (None, "cannot read the cell's capacity summary .*summary.json: No such file"),
+        ("{", "the cell's capacity summary .*summary.json is not JSON"),
+        (json.dumps({"runs": []}), "summary.json has no capacity entries"),
+        (json.dumps({"capacity": []}), "summary.json has no capacity entries"),
     ],
 )
 def test_read_capacity_gives_one_reason_for_a_bad_summary(tmp_path, content, reason):
