@@ -20,8 +20,9 @@ from typing import Any
 from load.measure import measure
 from load.plan import Plan, Shape
 from load.record import Stack
-from load.search import CapacitySearch, Objective, Result
+from load.search import DEFAULT_MAX_STEPS, STEP_LIMIT, CapacitySearch, Objective, Result
 from load.stack import LiveStack
+from load.summaries import read_capacity_summary
 
 VARY = ("rate", "users")
 
@@ -35,6 +36,7 @@ class SearchSettings:
     factor: float = 2.0
     ramp_steps: int = 8
     resolution: float = 0.2
+    max_steps: int = DEFAULT_MAX_STEPS  # steps per search, confirmations included
 
     def start_value(self, base: Shape) -> float:
         return base.rate if self.vary == "rate" else float(base.rooms)
@@ -54,6 +56,7 @@ class SearchSettings:
             ramp_steps=self.ramp_steps,
             resolution=self.resolution,
             whole=self.vary == "users",
+            max_steps=self.max_steps,
         )
 
 
@@ -74,7 +77,7 @@ def search_stack(
     records: list[dict[str, Any]] = []
     started = time.monotonic()
     with LiveStack(stack, out / "runs" / label / "servers") as live:
-        for number in range(1, 1000):  # bounded by the search's own max_steps
+        for number in range(1, settings.max_steps + 1):  # the search stops itself by then
             value = search.next_value()
             if value is None:
                 break
@@ -105,7 +108,13 @@ def search_stack(
                 record["servers_restarted"] = not live.settle_down()
     for step, record in zip(search.steps, records, strict=True):
         record["noisy"] = step.noisy
-    entry = capacity_entry(stack, settings, search.result(), records)
+    result = search.result()
+    if result.limited_by == STEP_LIMIT:
+        say(
+            f"{label}: stopped at the step limit ({settings.max_steps} steps, --max-steps) "
+            "before the search ended: the capacity is the highest step that held so far"
+        )
+    entry = capacity_entry(stack, base, settings, result, records)
     entry["search_s"] = round(time.monotonic() - started, 1)
     return records, entry
 
@@ -138,20 +147,49 @@ def _step_at(records: Sequence[Mapping[str, Any]], settings: SearchSettings, val
     return None
 
 
+def search_description(stack: Stack, base: Plan, settings: SearchSettings) -> dict[str, Any]:
+    """What a search was asked to do: the stack, each step's scenario, message size and
+    timing, the varied quantity, the starting shape and the objective. A capacity entry
+    carries it, so that ``python -m load replay`` can rebuild the step and the gate can
+    compare like with like (``key_of``)."""
+    return {
+        "layer": stack.layer,
+        "servers": stack.servers,
+        "consumer": stack.consumer,
+        "asgi": stack.asgi,
+        "layer_config": stack.layer_config,
+        "slo": settings.objective.to_dict(),
+        "scenario": base.scenario,
+        "message_bytes": base.message_bytes,
+        "duration_s": base.duration_s,
+        "settle_s": base.settle_s,
+        "drain_s": base.drain_s,
+        "vary": settings.vary,
+        "start": {"users": base.users, "rooms": base.rooms, "rate_per_user": base.rate},
+    }
+
+
+# What an entry needs beyond the contract's keys to be replayed and gated on; a summary
+# written before these existed is refused (ReplayFieldsMissing).
+REPLAY_FIELDS = tuple(search_description(Stack(), Plan("fanout", Shape(1, 1, 1.0), ()),
+                                         SearchSettings(Objective())))  # fmt: skip
+
+
 def capacity_entry(
-    stack: Stack, settings: SearchSettings, result: Result, records: Sequence[Mapping[str, Any]]
+    stack: Stack,
+    base: Plan,
+    settings: SearchSettings,
+    result: Result,
+    records: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """The contract's capacity entry for one search."""
+    """The contract's capacity entry for one search (``search_description``'s fields
+    included); the CLI adds ``versions``."""
     held = _step_at(records, settings, result.capacity, passed=True)
     past = _step_at(records, settings, result.past_capacity, passed=False)
     if past is None and result.limited_by == "client" and records:
         past = records[-1]
     entry: dict[str, Any] = {
-        "layer": stack.layer,
-        "servers": stack.servers,
-        "consumer": stack.consumer,
-        "asgi": stack.asgi,
-        "slo": settings.objective.to_dict(),
+        **search_description(stack, base, settings),
         "users": held["users"] if held else None,
         "rooms": held["rooms"] if held else None,
         "rate_per_user": held["rate_per_user"] if held else None,
@@ -161,7 +199,6 @@ def capacity_entry(
         "past_capacity": _past(past) if past else None,
         "server_cpu_us_per_delivery": None,  # filled in by add_efficiency
         # beyond the contract:
-        "vary": settings.vary,
         "offered_deliveries_per_s": held["offered_deliveries_per_s"] if held else None,
         "latency_ms": dict(held["latency_ms"]) if held else None,
         "steps": len(records),
@@ -205,8 +242,30 @@ def behaviour(record: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+# What must be equal for two capacities to be compared (key_of), as the gate names them.
+KEY_FIELDS = (
+    "layer", "servers", "consumer", "asgi", "scenario", "vary", "room shape", "message_bytes",
+    "layer_config",
+)  # fmt: skip
+
+
 def key_of(entry: Mapping[str, Any]) -> tuple:
-    return (entry["layer"], entry["servers"], entry["consumer"], entry["asgi"], entry.get("vary"))
+    """Like with like: the stack, the scenario, the varied quantity, the room shape (users
+    and rooms when the rate is varied; the room size and the rate when users are), the
+    message size and the layer config (as parsed JSON: spacing and key order aside). The
+    order follows KEY_FIELDS."""
+    start = entry["start"]
+    if entry["vary"] == "rate":
+        shape = f"{start['users']} users in {start['rooms']} rooms"
+    else:
+        room_size = max(1, start["users"] // start["rooms"])
+        shape = f"rooms of {room_size} at {start['rate_per_user']:g} msg/s each"
+    config = entry["layer_config"]
+    config = json.dumps(json.loads(config), sort_keys=True) if config else None
+    return (
+        entry["layer"], entry["servers"], entry["consumer"], entry["asgi"], entry["scenario"],
+        entry["vary"], shape, entry["message_bytes"], config,
+    )  # fmt: skip
 
 
 def median_entries(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -273,35 +332,71 @@ def _value_of(record: Mapping[str, Any], settings: SearchSettings) -> float:
     return record["rate_per_user"] if settings.vary == "rate" else float(record["rooms"])
 
 
-def read_baseline(path: Path) -> list[dict[str, Any]]:
-    """The capacity entries of an earlier summary.json; ValueError says what is wrong."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as error:
-        raise ValueError(f"cannot read the baseline {path}: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"the baseline {path} is not JSON ({error.msg})") from None
-    entries = data.get("capacity") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+def read_replayable(path: Path, *, what: str) -> list[dict[str, Any]]:
+    """The capacity entries of an earlier summary.json that carry what a replay and the
+    gate need (REPLAY_FIELDS); ValueError says in one line what is wrong."""
+    entries = read_capacity_summary(path, what=what)
+    missing = [field for field in REPLAY_FIELDS if any(field not in e for e in entries)]
+    if missing:
         raise ValueError(
-            f"the baseline {path} has no capacity entries: give the summary.json of an "
-            "earlier `python -m load capacity`"
+            f"{what} {path} was written before capacity entries carried {', '.join(missing)}: "
+            "re-record it with this version's `python -m load capacity`"
         )
     return entries
+
+
+def read_baseline(path: Path) -> list[dict[str, Any]]:
+    """The capacity entries of an earlier summary.json; ValueError says what is wrong."""
+    return read_replayable(path, what="the baseline")
+
+
+def unmatched_baseline(
+    baseline: Sequence[Mapping[str, Any]], planned: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """None when some baseline entry is like one of the ``planned`` searches (each a
+    ``search_description``), else one line saying what differs from the closest one."""
+    old_keys = [key_of(entry) for entry in baseline]
+    new_keys = [key_of(entry) for entry in planned]
+    if set(old_keys) & set(new_keys):
+        return None
+
+    def differences(old: tuple, new: tuple) -> list[str]:
+        return [
+            f"{name} {_shown(a)} in the baseline, {_shown(b)} here"
+            for name, a, b in zip(KEY_FIELDS, old, new, strict=True)
+            if a != b
+        ]
+
+    closest = min(
+        (differences(old, new) for old in old_keys for new in new_keys), key=len, default=[]
+    )
+    return (
+        "no baseline entry is like any search of this run (" + "; ".join(closest) + "): give "
+        "a baseline recorded with the same stacks, scenario, shape, message size and layer "
+        "config"
+    )
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else str(value)
 
 
 def regressions(
     entries: Sequence[Mapping[str, Any]], baseline: Sequence[Mapping[str, Any]], max_drop: float
 ) -> tuple[list[str], list[str]]:
     """(regressions, notes): one line per stack whose capacity fell more than ``max_drop``
-    below the baseline's, and one per stack that could not be compared."""
+    below the like baseline entry's (``key_of``), and one per stack that could not be
+    compared: no like entry in the baseline ("no baseline"), or one that held nothing."""
     old_by_key = {key_of(e): e for e in baseline}
     problems, notes = [], []
     for entry in entries:
         name = Stack(entry["layer"], entry["servers"], entry["consumer"], entry["asgi"]).label
         old = old_by_key.get(key_of(entry))
-        if old is None or not old.get("deliveries_per_s"):
-            notes.append(f"{name}: no baseline capacity to compare with")
+        if old is None:
+            notes.append(f"{name}: no baseline (no baseline entry is like this search)")
+            continue
+        if not old.get("deliveries_per_s"):
+            notes.append(f"{name}: the baseline held no step, nothing to compare with")
             continue
         new = entry["deliveries_per_s"] or 0.0
         drop = 1 - new / old["deliveries_per_s"]

@@ -1,8 +1,8 @@
 """``python -m load run|bench|capacity``: parse the command line, build the plan, run it,
 write summary.json and report.html. Bad input is one line and exit status 2; a run that
 cannot produce a result (or a fault run whose fault never fired) is one line and exit
-status 1; a capacity that fell more than ``--max-drop`` below ``--baseline`` is exit
-status 3.
+status 1; a capacity that fell more than ``--max-drop`` below ``--baseline``, or a replayed
+capacity that no longer holds, is exit status 3.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from load import faults, report
+from load import faults, replay, report
 from load.bench import bench
 from load.capacity import (
     VARY,
@@ -27,7 +27,9 @@ from load.capacity import (
     median_entries,
     read_baseline,
     regressions,
+    search_description,
     search_stack,
+    unmatched_baseline,
 )
 from load.clock import Clock
 from load.locust_run import LocustError
@@ -51,7 +53,7 @@ from load.remote import (
     port_number,
     worker_command,
 )
-from load.search import Objective
+from load.search import DEFAULT_MAX_STEPS, Objective
 from load.stack import StackError
 from load.wire import Connection, WireError
 from services import ASGI_SERVERS, CONSUMERS, EXPERIMENTAL_CONSUMERS, LAYERS
@@ -287,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many doubling steps; if all pass, limited_by is max (default 8)",
     )
     capacity.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=DEFAULT_MAX_STEPS,
+        help="at most this many measured steps per search, confirmations included; a search "
+        f"that reaches it reports limited_by steps (default {DEFAULT_MAX_STEPS})",
+    )
+    capacity.add_argument(
         "--baseline",
         type=Path,
         default=None,
@@ -300,6 +309,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.2,
         metavar="FRACTION",
         help="largest accepted fall below --baseline (default 0.2)",
+    )
+
+    replay_parser = commands.add_parser(
+        "replay",
+        help="measure each capacity of an earlier capacity summary again: does it hold?",
+        description="For each capacity entry of an earlier `python -m load capacity`, start "
+        "the same stack, run the shape that held with the same scenario, message size and "
+        "timing, and judge it with the same objective. Exit status 0 when every entry "
+        "holds, 3 when one does not.",
+    )
+    replay_parser.add_argument(
+        "summary", type=Path, metavar="OLD/summary.json", help="the capacity summary to replay"
+    )
+    replay_parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory for summary.json, report.html and Locust's files "
+        "(default results/replay-<time>)",
+    )
+    replay_parser.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=1,
+        help="runs per entry; an entry holds when more than half of them held, and its "
+        "figures are their medians (default 1)",
     )
     return parser
 
@@ -468,14 +504,23 @@ def command_capacity(args: argparse.Namespace) -> int:
         try:  # read it first: a bad baseline must not cost a five-minute search
             baseline = read_baseline(args.baseline)
         except ValueError as error:
-            raise HarnessError(str(error)) from None
+            raise BadInput(str(error)) from None
     stacks = stacks_of(args, say)
     plan = base_plan(args, ["ws://127.0.0.1:1"])
     settings = SearchSettings(
-        Objective(p99_ms=args.slo_p99_ms), vary=args.vary, ramp_steps=args.ramp_steps
+        Objective(p99_ms=args.slo_p99_ms),
+        vary=args.vary,
+        ramp_steps=args.ramp_steps,
+        max_steps=args.max_steps,
     )
+    if baseline is not None:
+        planned = [search_description(stack, plan, settings) for stack in stacks]
+        mismatch = unmatched_baseline(baseline, planned)
+        if mismatch is not None:
+            raise BadInput(f"--baseline {args.baseline}: {mismatch}")
     out = args.out or default_out("capacity")
     summary: dict[str, Any] = {"harness": harness_info(), "runs": [], "capacity": []}
+    versions = summary["harness"]["packages"]
 
     def keep(record: dict[str, Any]) -> None:
         summary["runs"].append(record)
@@ -499,6 +544,7 @@ def command_capacity(args: argparse.Namespace) -> int:
                 say=say,
                 progress=watcher,
             )
+            entry["versions"] = dict(versions)  # what a replay compares its own with
             entries.append(entry)
             say(report.capacity_line(entry))
     summary["capacity"] = median_entries(entries)
@@ -519,6 +565,41 @@ def command_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_replay(args: argparse.Namespace) -> int:
+    try:
+        replays, notes = replay.read_replays(args.summary)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+    out = args.out or default_out("replay")
+    summary: dict[str, Any] = {
+        "harness": harness_info(),
+        "replayed": str(args.summary),
+        "runs": [],
+        "replay": [],
+    }
+
+    def keep(record: dict[str, Any]) -> None:
+        summary["runs"].append(record)
+        write_summary(out, summary)  # keep what is done if a later entry fails
+
+    for line in notes:
+        say(line)
+    for item in replays:
+        say(f"{item.label}: replaying {item.plan.users} users in {item.plan.rooms} rooms at "
+            f"{item.plan.rate:g} msg/s each, {args.repeat} run(s)")  # fmt: skip
+        summary["replay"].append(
+            replay.replay(
+                item, repeat=args.repeat, out=out, on_record=keep, say=say, progress=watcher
+            )
+        )
+    write_outputs(out, summary)
+    say("")
+    for entry in summary["replay"]:
+        say(replay.verdict_line(entry))
+    say(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
+    return 0 if all(entry["held"] for entry in summary["replay"]) else EXIT_REGRESSION
+
+
 def command_worker(args: argparse.Namespace) -> int:
     host, port = args.master
     say(f"worker: connecting to the master at {host}:{port}")
@@ -532,6 +613,7 @@ COMMANDS = {
     "run": command_run,
     "bench": command_bench,
     "capacity": command_capacity,
+    "replay": command_replay,
     "worker": command_worker,
 }
 
