@@ -589,7 +589,13 @@ def command_replay(args: argparse.Namespace) -> int:
             f"{item.plan.rate:g} msg/s each, {args.repeat} run(s)")  # fmt: skip
         summary["replay"].append(
             replay.replay(
-                item, repeat=args.repeat, out=out, on_record=keep, say=say, progress=watcher
+                item,
+                versions=summary["harness"]["packages"],
+                repeat=args.repeat,
+                out=out,
+                on_record=keep,
+                say=say,
+                progress=watcher,
             )
         )
     write_outputs(out, summary)

@@ -33,6 +33,7 @@ class Replay:
     plan: Plan
     objective: Objective
     recorded_deliveries_per_s: float
+    recorded_versions: Mapping[str, str | None]
 
 
 def read_replays(path: Path) -> tuple[list[Replay], list[str]]:
@@ -51,7 +52,7 @@ def read_replays(path: Path) -> tuple[list[Replay], list[str]]:
                 continue
             replays.append(
                 Replay(label, stack, _plan_of(entry), Objective(**entry["slo"]),
-                       entry["deliveries_per_s"])
+                       entry["deliveries_per_s"], entry.get("versions") or {})
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as error:
             reason = f"lacks {error}" if isinstance(error, KeyError) else str(error)
@@ -90,14 +91,16 @@ def _plan_of(entry: Mapping[str, Any]) -> Plan:
 def replay(
     item: Replay,
     *,
+    versions: Mapping[str, str | None],
     repeat: int,
     out: Path,
     on_record: Callable[[dict[str, Any]], None],
     say: Callable[[str], None],
     progress: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure ``item``'s shape ``repeat`` times on one start of its stack; its verdict
-    (an entry of summary.json's ``replay``)."""
+    """Measure ``item``'s shape ``repeat`` times on one start of its stack, with the
+    package ``versions`` installed now; its verdict (an entry of summary.json's
+    ``replay``)."""
     records = []
     with LiveStack(item.stack, out / "runs" / item.label / "servers") as live:
         for number in range(1, repeat + 1):
@@ -126,7 +129,7 @@ def replay(
             if broke and number < repeat:
                 # As between capacity steps: a broken run's backlog must not reach the next.
                 live.settle_down()
-    return verdict(item, records)
+    return verdict(item, records, versions)
 
 
 def run_line(record: Mapping[str, Any]) -> str:
@@ -139,9 +142,13 @@ def run_line(record: Mapping[str, Any]) -> str:
     )
 
 
-def verdict(item: Replay, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def verdict(
+    item: Replay, records: Sequence[Mapping[str, Any]], versions: Mapping[str, str | None]
+) -> dict[str, Any]:
     """Held when more than half of the runs held (one run: that run); ``broken`` lists
-    every limit any run broke, the most severe first; figures are medians of the runs."""
+    every limit any run broke, the most severe first; figures are medians of the runs;
+    ``versions_changed`` names each package whose version differs from the recorded one
+    (recorded, now)."""
     held_runs = sum(1 for record in records if record["passed"])
     broken = {limit for record in records for limit in record["broke"]}
     p99s = [r["latency_ms"]["p99"] for r in records if r["latency_ms"]["p99"] is not None]
@@ -162,6 +169,11 @@ def verdict(item: Replay, records: Sequence[Mapping[str, Any]]) -> dict[str, Any
         "recorded_deliveries_per_s": item.recorded_deliveries_per_s,
         "deliveries_per_s": statistics.median(r["delivered_per_s"] for r in records),
         "latency_p99_ms": statistics.median(p99s) if p99s else None,
+        "versions_changed": {
+            name: [recorded, versions.get(name)]
+            for name, recorded in item.recorded_versions.items()
+            if versions.get(name) != recorded
+        },
     }
 
 
@@ -173,6 +185,11 @@ def verdict_line(entry: Mapping[str, Any]) -> str:
     )
     runs = f"{entry['runs_held']} of {entry['runs']} runs held"
     figures = f"median {entry['deliveries_per_s']:,.0f} deliveries/s"
+    if entry["versions_changed"]:
+        changes = ", ".join(
+            f"{name} {old} -> {new}" for name, (old, new) in entry["versions_changed"].items()
+        )
+        figures += f" (versions changed: {changes})"
     if entry["held"]:
         return f"{entry['entry']}: holds: {shape}; {runs}, {figures}"
     return (

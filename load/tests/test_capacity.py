@@ -85,7 +85,7 @@ def test_a_short_search_reports_every_step_and_fails_a_fallen_capacity(tmp_path:
     assert held[-1]["latency_ms"]["p99"] <= 100 and held[-1]["lost"] == 0
     if entry["limited_by"] == ALL_PASSED:
         assert entry["rate_per_user"] == 16 and entry["past_capacity"] is None
-    else:
+    elif entry["limited_by"] != STEP_LIMIT:  # cut short: the lowest failure need not be first
         assert entry["past_capacity"]["broke"][0] == entry["limited_by"]
     report = (out / "report.html").read_text()
     assert report.count("<svg") >= 3 + len(steps)  # the curves, and each step's timeline
@@ -126,6 +126,13 @@ def test_the_gate_compares_like_with_like(differs: dict) -> None:
     problems, notes = regressions([described("redis", **differs, deliveries_per_s=1)],
                                   baseline, max_drop=0.2)  # fmt: skip
     assert problems == [] and len(notes) == 1 and "no baseline (" in notes[0]
+
+
+@pytest.mark.parametrize("differs", [{"rooms": 2}, {"rate": 1.0}])
+def test_varying_users_compares_the_room_size_and_the_rate(differs: dict) -> None:
+    baseline = [described(vary="users", users=20, rooms=4, deliveries_per_s=3000)]
+    current = described(vary="users", **{"users": 20, "rooms": 4, **differs})
+    assert unmatched_baseline(baseline, [current]).count("room shape rooms of") == 1
 
 
 def test_like_ignores_what_does_not_change_the_search() -> None:

@@ -80,13 +80,13 @@ def test_inconsistent_shapes_are_refused_in_one_line(tmp_path: Path) -> None:
     not_capacity = run_load(
         "capacity", "--baseline", str(tmp_path / "bench.json"), "--out", str(out)
     )
-    for finished, needle in (
-        (rooms, "rooms would be empty"),
-        (servers, "InMemoryChannelLayer lives inside one process"),
-        (baseline, "cannot read the baseline"),
-        (not_capacity, "has no capacity entries"),
+    for finished, needle, status in (
+        (rooms, "rooms would be empty", 1),
+        (servers, "InMemoryChannelLayer lives inside one process", 1),
+        (baseline, "cannot read the baseline", 2),
+        (not_capacity, "has no capacity entries", 2),
     ):
-        assert finished.returncode == 1
+        assert finished.returncode == status, finished.stderr
         assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
         assert needle in finished.stderr
     assert not out.exists()
@@ -121,10 +121,12 @@ def test_help_explains_every_flag() -> None:
                 "--repeat",
                 "--baseline",
                 "--max-drop",
+                "--max-steps",
                 "--settle",
                 "--message-bytes",
             ),
         ),
+        ("replay", ("OLD/summary.json", "--out", "--repeat")),
     ):
         finished = run_load(command, "--help")
         assert finished.returncode == 0

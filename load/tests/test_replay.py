@@ -34,7 +34,8 @@ def entry(*, p99_ms: float = 100.0, held: float | None = 64.0) -> dict:
 def test_each_entry_is_replayed_and_judged_with_its_own_objective(tmp_path: Path) -> None:
     # The same shape twice: within 100 ms it holds; within 0.001 ms nothing can.
     old = tmp_path / "old.json"
-    old.write_text(json.dumps({"capacity": [entry(), entry(p99_ms=0.001)]}))
+    recorded = {**entry(), "versions": {"django": "0.0"}}  # another Django when recorded
+    old.write_text(json.dumps({"capacity": [recorded, entry(p99_ms=0.001)]}))
     out = tmp_path / "out"
     finished = run_load("replay", str(old), "--out", str(out), timeout=120)
     assert finished.returncode == 3, finished.stderr  # one entry no longer holds
@@ -44,6 +45,8 @@ def test_each_entry_is_replayed_and_judged_with_its_own_objective(tmp_path: Path
         "inmemory", True, [], 1)  # fmt: skip
     assert (broke["entry"], broke["held"], broke["broken"]) == ("inmemory-2", False, ["latency"])
     assert broke["slo"]["p99_ms"] == 0.001
+    assert held["versions_changed"] == {"django": ["0.0", summary["harness"]["packages"]["django"]]}
+    assert broke["versions_changed"] == {}  # none recorded, none compared
     first, second = summary["runs"]
     assert (first["replay_of"], second["replay_of"]) == ("inmemory", "inmemory-2")
     for run in summary["runs"]:
@@ -52,7 +55,9 @@ def test_each_entry_is_replayed_and_judged_with_its_own_objective(tmp_path: Path
         assert (run["duration_s"], run["settle_s"], run["drain_s"]) == (1.0, 0.5, 1.0)
         assert (run["layer"], run["asgi"], run["scenario"]) == ("inmemory", "daphne", "fanout")
         assert run["sent"] > 0 and run["lost"] == 0
-    assert "inmemory: holds:" in finished.stdout
+    assert "inmemory: holds:" in finished.stdout and "versions changed: django 0.0 -> " in (
+        finished.stdout
+    )
     assert "inmemory-2: DOES NOT HOLD (latency)" in finished.stdout
     assert (out / "report.html").exists()
 
