@@ -170,7 +170,7 @@ def search_description(stack: Stack, base: Plan, settings: SearchSettings) -> di
 
 
 # What an entry needs beyond the contract's keys to be replayed and gated on; a summary
-# written before these existed is refused (ReplayFieldsMissing).
+# written before these existed is refused (read_replayable).
 REPLAY_FIELDS = tuple(search_description(Stack(), Plan("fanout", Shape(1, 1, 1.0), ()),
                                          SearchSettings(Objective())))  # fmt: skip
 
@@ -342,6 +342,13 @@ def read_replayable(path: Path, *, what: str) -> list[dict[str, Any]]:
             f"{what} {path} was written before capacity entries carried {', '.join(missing)}: "
             "re-record it with this version's `python -m load capacity`"
         )
+    for number, entry in enumerate(entries, start=1):
+        try:
+            key_of(entry)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise ValueError(
+                f"{what} {path}: capacity entry {number} is malformed ({error!r})"
+            ) from None
     return entries
 
 

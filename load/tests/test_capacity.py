@@ -212,3 +212,11 @@ def test_efficiency_is_compared_at_the_highest_load_every_stack_held() -> None:
     assert common == {"vary": "rate", "users": 100, "rooms": 10, "rate_per_user": 1,
                       "offered_deliveries_per_s": 1000}  # fmt: skip
     assert [e["server_cpu_us_per_delivery"] for e in entries] == [210, 300, None]
+
+
+def test_a_malformed_baseline_entry_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"capacity": [described(layer_config="{not json")]}))
+    with pytest.raises(ValueError, match="capacity entry 1 is malformed") as info:
+        read_baseline(bad)
+    assert "\n" not in str(info.value)
