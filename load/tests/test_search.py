@@ -227,6 +227,10 @@ def test_a_shortfall_chance_explains_is_still_offered() -> None:
     assert planned_messages(run(1.0, **tiny)) == 6
     assert Objective().broken(run(1.0, sent=2, **tiny)) == []
     assert Objective().broken(run(1.0, sent=1, **tiny)) == ["not_offered"]
+    # Nothing sent, nothing expected: however small the plan, that measured nothing.
+    scarce = {**tiny, "rate_per_user": 0.1, "expected": 0}
+    assert Objective().broken(run(None, sent=1, **scarce)) == []
+    assert Objective().broken(run(None, sent=0, **scarce)) == ["not_offered"]
 
 
 def test_churn_is_offered_when_every_user_opened_the_sessions_the_plan_asks_for() -> None:
