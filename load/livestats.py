@@ -5,8 +5,12 @@ Each process ships a ``Snapshot``: the sends and closed memberships since its la
 (appended on the master, so nothing is counted twice), its open sockets, and cumulative
 per-second counts. From those the master computes, every second:
 
-* delivered/s: first copies received during the last whole second;
-* lost so far: for every second of sends whose drain has passed, the deliveries expected
+* delivered/s: first copies received during the last whole second that every process's
+  latest snapshot covers (``delivered_second``). A snapshot taken during a second holds
+  only part of that second; reading "the second before now" from it read 0.6 of the rate
+  all through a steady run;
+* lost so far: for every second of sends whose drain has passed (in every process's latest
+  snapshot), the deliveries expected
   (sockets firmly in the room at each send, as in the final accounting) minus the first
   copies that arrived; a settled second is computed once. Deliveries of messages sent
   during a handshake count as arrived here, so this can read a little low until the exact
@@ -33,6 +37,7 @@ class Snapshot:
     """One load process's second: deltas (sends, memberships) and cumulative state."""
 
     process: str
+    at_ns: int  # when it was taken: it holds every delivery received before this
     sends: list[tuple[str, int]]
     memberships: list[tuple[str, int, int]]
     open_sockets: list[tuple[str, int]]
@@ -44,6 +49,7 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         return {
             "process": self.process,
+            "at_ns": self.at_ns,
             "sends": self.sends,
             "memberships": self.memberships,
             "open_sockets": self.open_sockets,
@@ -57,6 +63,7 @@ class Snapshot:
     def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
         return cls(
             process=data["process"],
+            at_ns=int(data["at_ns"]),
             sends=[(room, int(ns)) for room, ns in data["sends"]],
             memberships=[(room, int(a), int(b)) for room, a, b in data["memberships"]],
             open_sockets=[(room, int(ns)) for room, ns in data["open_sockets"]],
@@ -85,11 +92,15 @@ class LiveView:
         self.memberships.extend(snapshot.memberships)
         self.latest[snapshot.process] = snapshot
 
+    def covered_ns(self, now_ns: int) -> int:
+        """The time up to which every process's latest snapshot holds what it received."""
+        return min([now_ns, *(s.at_ns for s in self.latest.values())])
+
     def _settle(self, now_ns: int) -> None:
         """Compute lost for every send second whose drain has passed (once each)."""
         window = self.window
         drain_ns = round(self.drain_s * SECOND_NS)
-        last = (now_ns - drain_ns - window.start_ns) // SECOND_NS - 1
+        last = (self.covered_ns(now_ns) - drain_ns - window.start_ns) // SECOND_NS - 1
         by_second: dict[int, list[tuple[str, int]]] = {}
         for room, send_ns in self.sends:
             second = (send_ns - window.start_ns) // SECOND_NS
@@ -131,10 +142,12 @@ class LiveView:
                 if current - RECENT_S <= second < current:
                     recent.merge(LogHistogram.from_dict(data))
         percentiles = recent.percentiles_ms(("p50", "p99"))
+        complete = window.second(self.covered_ns(now_ns)) - 1
         return {
             "elapsed_s": round(max(now_ns - self.test_start_ns, 0) / SECOND_NS, 1),
             "total_s": round(self.total_s, 1),
-            "delivered_per_s": sum(s.received.get(current - 1, 0) for s in snapshots),
+            "delivered_per_s": sum(s.received.get(complete, 0) for s in snapshots),
+            "delivered_second": complete,
             "delivered": sum(sum(s.received.values()) for s in snapshots),
             "lost_so_far": sum(self.settled_lost.values()),
             "p50_ms": percentiles["p50"],
@@ -173,7 +186,7 @@ def tab_rows(latest: dict[str, Any] | None, result: dict[str, Any] | None) -> li
         errors = ", ".join(f"{k} {v}" for k, v in latest["errors_by_kind"].items()) or "none"
         rows += [
             {"measure": "elapsed", "value": f"{latest['elapsed_s']:.0f} of {latest['total_s']:.0f} s", "detail": "connect, send, drain"},  # noqa: E501
-            {"measure": "delivered/s", "value": f"{latest['delivered_per_s']:,}", "detail": "first copies received in the last whole second"},  # noqa: E501
+            {"measure": "delivered/s", "value": f"{latest['delivered_per_s']:,}", "detail": "first copies received in the last whole second all processes reported"},  # noqa: E501
             {"measure": "lost so far", "value": f"{latest['lost_so_far']:,}", "detail": "expected minus arrived, for sends whose drain has passed"},  # noqa: E501
             {"measure": f"p50 / p99 (last {RECENT_S} s)", "value": f"{_ms_text(latest['p50_ms'])} / {_ms_text(latest['p99_ms'])}", "detail": f"{latest['latency_samples']:,} deliveries"},  # noqa: E501
             {"measure": "errors", "value": f"{latest['errors']:,}", "detail": errors},

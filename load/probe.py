@@ -20,31 +20,42 @@ import random
 import secrets
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import websockets
 
 
 class Room:
-    """What the members of one room sent and received."""
+    """What the members of one room sent and received (measured messages only, except
+    ``received_in_window``)."""
 
     def __init__(self, name: str, members: int) -> None:
         self.name = name
         self.members = members
         self.sent = 0
-        self.received: set[tuple[int, str]] = set()  # (member, message id)
+        self.seen: set[tuple[int, str]] = set()  # (member, message id), every message
+        self.delivered = 0  # first copies of messages sent in the measured window
+        self.received_in_window = 0  # first copies that arrived in the measured window
         self.duplicates = 0
 
 
+@dataclass(frozen=True)
+class Window:
+    """Wall-clock ns: sending from ``send_from``; messages sent in [measure_from, until)
+    are measured; sockets read until ``leave_at``."""
+
+    send_from: int
+    measure_from: int
+    until: int
+    leave_at: int
+
+    def measured(self, ns: int) -> bool:
+        return self.measure_from <= ns < self.until
+
+
 async def _member(
-    target: str,
-    room: Room,
-    index: int,
-    samples: list[float],
-    send_from: float,
-    send_until: float,
-    leave_at: float,
-    rate: float,
+    target: str, room: Room, index: int, samples: list[float], window: Window, rate: float
 ) -> None:
     host = target.removeprefix("ws://")
     async with websockets.connect(
@@ -57,24 +68,30 @@ async def _member(
                 parts = json.loads(frame).get("message", "").split("|")
                 if len(parts) != 3 or parts[0] != "probe":
                     continue
-                if (index, parts[1]) in room.received:
+                if (index, parts[1]) in room.seen:
                     room.duplicates += 1
                     continue
-                room.received.add((index, parts[1]))
-                samples.append((received_ns - int(parts[2])) / 1e6)
+                room.seen.add((index, parts[1]))
+                if window.measured(received_ns):
+                    room.received_in_window += 1
+                send_ns = int(parts[2])
+                if window.measured(send_ns):
+                    room.delivered += 1
+                    samples.append((received_ns - send_ns) / 1e6)
 
         receiver = asyncio.create_task(receive())
         rng = random.Random()
-        moment = send_from + rng.uniform(0, 1 / rate)
+        moment = window.send_from / 1e9 + rng.uniform(0, 1 / rate)
         sent = 0
-        while moment < send_until:
+        while moment < window.until / 1e9:
             await asyncio.sleep(max(0.0, moment - time.time()))
-            message = f"probe|{index}.{sent}|{time.time_ns()}"
+            send_ns = time.time_ns()
+            message = f"probe|{index}.{sent}|{send_ns}"
             await socket.send(json.dumps({"message": message}))
             sent += 1
+            room.sent += window.measured(send_ns)
             moment += rng.uniform(0.5, 1.5) / rate
-        room.sent += sent
-        await asyncio.sleep(max(0.0, leave_at - time.time()))
+        await asyncio.sleep(max(0.0, window.leave_at / 1e9 - time.time()))
         receiver.cancel()
 
 
@@ -92,27 +109,28 @@ async def probe(
     warmup: float,
     drain: float,
     rooms: int = 1,
+    settle: float = 0.0,
 ) -> dict[str, Any]:
     """Load and measure ``rooms`` rooms of ``users`` sockets in all; counts and latency
-    percentiles (ms)."""
+    percentiles (ms) of the messages sent in the measured window (``settle`` s after
+    sending starts, for ``duration`` s)."""
     prefix = f"probe-{secrets.token_hex(3)}"
     room_list = [
         Room(f"{prefix}-{r}", len(range(r, users, rooms))) for r in range(min(rooms, users))
     ]
     samples: list[float] = []
-    start = time.time()
-    send_from, send_until = start + warmup, start + warmup + duration
+    send_from = time.time_ns() + round(warmup * 1e9)
+    measure_from = send_from + round(settle * 1e9)
+    until = measure_from + round(duration * 1e9)
+    window = Window(send_from, measure_from, until, until + round(drain * 1e9))
     await asyncio.gather(
-        *(
-            _member(target, room_list[i % len(room_list)], i, samples, send_from, send_until,
-                    send_until + drain, rate)
-            for i in range(users)
-        )
+        *(_member(target, room_list[i % len(room_list)], i, samples, window, rate)
+          for i in range(users))
     )  # fmt: skip
     ordered = sorted(samples)
     sent = sum(room.sent for room in room_list)
     expected = sum(room.sent * room.members for room in room_list)
-    delivered = sum(len(room.received) for room in room_list)
+    delivered = sum(room.delivered for room in room_list)
     return {
         "users": users,
         "rooms": len(room_list),
@@ -123,6 +141,7 @@ async def probe(
         "lost": expected - delivered,
         "duplicated": sum(room.duplicates for room in room_list),
         "delivered_per_s": round(delivered / duration, 1),
+        "received_per_s": round(sum(r.received_in_window for r in room_list) / duration, 1),
         "latency_ms": {
             "p50": _percentile(ordered, 0.5),
             "p90": _percentile(ordered, 0.9),
@@ -140,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="messages per user per s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before sending")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds of sending before the measured window")  # fmt: skip
     parser.add_argument("--drain", type=float, default=1.0, help="seconds after sending")
     args = parser.parse_args(argv)
     result = asyncio.run(
         probe(args.target.rstrip("/"), args.users, args.rate, args.duration, args.warmup,
-              args.drain, rooms=args.rooms)
+              args.drain, rooms=args.rooms, settle=args.settle)
     )  # fmt: skip
     print(json.dumps(result))
     return 0

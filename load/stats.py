@@ -671,6 +671,11 @@ def summarize(tally: Tally) -> dict[str, Any]:
     if lag["p95"] is not None and lag["p95"] > SATURATED_LOOP_LAG_P95_MS:
         reasons.append(f"client event loop lag p95 {lag['p95']:.1f} ms")
     duration_s = window.duration_s
+    # What the server delivered at, whenever the messages were sent: at overload a backlog
+    # makes messages sent in the window arrive after the drain, and delivered_per_s
+    # (first copies of the window's messages) then falls below it.
+    seconds = window_seconds(window)
+    received = sum(tally.timeline.counts["received"][second] for second in seconds)
     return {
         "sent": sent,
         "expected": expected,
@@ -681,6 +686,7 @@ def summarize(tally: Tally) -> dict[str, Any]:
         "errors": errors,
         "delivery_ratio": round(delivered / expected, 6) if expected else 1.0,
         "delivered_per_s": round(delivered / duration_s, 1) if duration_s > 0 else 0.0,
+        "received_per_s": round(received / len(seconds), 1) if seconds else None,
         "latency_ms": tally.latency.percentiles_ms(LATENCY_NAMES),
         # measured deliveries whose receipt came before their send (in latency_ms at 0)
         "negative_latencies": counters["negative_latencies"],
@@ -747,8 +753,14 @@ def timeline(tally: Tally) -> list[dict[str, Any]]:
     return rows
 
 
-def measured_seconds(rows: Sequence[Mapping[str, Any]], window: Window) -> list[int]:
+def window_seconds(window: Window) -> range:
     """The timeline seconds that lie wholly inside the measured window."""
     first = -(-(window.measure_from_ns - window.start_ns) // SECOND_NS)
     last = (window.until_ns - window.start_ns) // SECOND_NS
-    return [row["t_s"] for row in rows if first <= row["t_s"] < last]
+    return range(first, max(first, last))
+
+
+def measured_seconds(rows: Sequence[Mapping[str, Any]], window: Window) -> list[int]:
+    """The timeline seconds of ``rows`` that lie wholly inside the measured window."""
+    seconds = window_seconds(window)
+    return [row["t_s"] for row in rows if row["t_s"] in seconds]

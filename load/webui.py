@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,19 @@ from load import report
 from load.clock import Clock
 from load.gevent_users import PROCESS, LoadProcess
 from load.livestats import RECENT_S, LiveView, Snapshot, tab_rows
-from load.stats import summarize
+from load.plan import SECOND_NS
+from load.stats import Window, summarize
 
 LIVE_MESSAGE = "chatload_live"
 TAB_KEY = "chat-load"
 # The loops below end with the run; this bounds them if it never ends.
 MAX_TICKS = 24 * 3600
+# Each process snapshots just after every whole second of the run's timeline, so that a
+# snapshot holds that second complete; the master publishes a little later, once the
+# workers' snapshots have crossed the network. (A snapshot still late then only makes the
+# shown second an older one: livestats.LiveView.view.)
+SHIP_AFTER_S = 0.05
+PUBLISH_AFTER_S = 0.25
 
 
 class Live:
@@ -69,16 +76,18 @@ class Shipper:
         tally = self.process.tally
         # The fast receive path files deliveries in bulk once a second (Tally.fold); file
         # them now, or the live numbers would lag a second behind and read low.
+        # The users' clock: on a remote worker, the master's (load/clocksync.py).
+        at_ns = self.process.clock.time_ns()
         tally.fold()
         sends = tally.sends[self.sends_sent :]
         memberships = tally.memberships[self.memberships_sent :]
         self.sends_sent += len(sends)
         self.memberships_sent += len(memberships)
         timeline = tally.timeline
-        # The users' clock: on a remote worker, the master's (load/clocksync.py).
-        current = self.process.window.second(self.process.clock.time_ns())
+        current = self.process.window.second(at_ns)
         return Snapshot(
             process=self.name,
+            at_ns=at_ns,
             sends=list(sends),
             memberships=list(memberships),
             open_sockets=[(ledger.room, ledger.join_ns) for ledger in self.process.live.values()],
@@ -135,7 +144,7 @@ def _ship(environment: Any, shipper: Shipper) -> None:
     process = shipper.process
     local = not isinstance(environment.runner, WorkerRunner)
     for _ in range(MAX_TICKS):
-        gevent.sleep(1.0)
+        _sleep_past_second(process.window, process.clock.time_ns, SHIP_AFTER_S)
         if process.tally is not shipper.tally:
             return
         snapshot = shipper.snapshot()
@@ -152,10 +161,8 @@ def _publish(environment: Any, view: LiveView, clock: Clock) -> None:
     """Every second: the combined numbers, for the web UI and the progress file."""
     options = environment.parsed_options
     path = Path(options.progress_file) if options and options.progress_file else None
-    started = time.monotonic()
-    for tick in range(1, MAX_TICKS):
-        # Ticks on a fixed grid, so that a slow second does not shift the later ones.
-        gevent.sleep(max(0.0, started + tick - time.monotonic()))
+    for _ in range(1, MAX_TICKS):
+        _sleep_past_second(view.window, clock.time_ns, PUBLISH_AFTER_S)
         if LIVE.view is not view:
             return
         LIVE.latest = view.view(clock.time_ns())
@@ -164,6 +171,14 @@ def _publish(environment: Any, view: LiveView, clock: Clock) -> None:
                 progress.write(json.dumps(LIVE.latest) + "\n")
         if _finished() or LIVE.latest["elapsed_s"] > view.total_s + 30:
             return
+
+
+def _sleep_past_second(window: Window, clock: Callable[[], int], after_s: float) -> None:
+    """Until ``after_s`` past the next whole second of the run's timeline (a fixed grid,
+    so that a slow second does not shift the later ones)."""
+    now_ns = clock()
+    next_second_ns = window.start_ns + (window.second(now_ns) + 1) * SECOND_NS
+    gevent.sleep(max(0.0, (next_second_ns - now_ns) / 1e9 + after_s))
 
 
 def _finished() -> bool:

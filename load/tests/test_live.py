@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from load.livestats import LiveView, Snapshot, progress_line
@@ -24,6 +25,7 @@ def histogram(*values_ms: float) -> dict:
 
 def snapshot(process: str, **fields) -> Snapshot:
     base = {
+        "at_ns": 200 * SECOND,  # taken after everything these tests ask about
         "sends": [],
         "memberships": [],
         "open_sockets": [],
@@ -151,3 +153,31 @@ def test_the_chat_load_page_is_readable_html_not_a_dict_dump() -> None:
     assert "lost so far" in page and "send_failed" in page
     assert "{'" not in page  # no Python dict anywhere
     assert "appears when every user has finished" in page
+
+
+def test_delivered_per_s_counts_the_last_second_every_snapshot_holds_whole() -> None:
+    """A snapshot taken 0.4 s into second 2 holds 0.4 of that second's deliveries: the
+    live rate is second 1's, complete, not the part of second 2 (which read 0.6 of the
+    final rate all through a steady run in the web UI)."""
+    view = LiveView(window=WINDOW, drain_s=2.0, test_start_ns=99 * SECOND, total_s=13.0)
+    view.add(snapshot("a", at_ns=102 * SECOND + 400_000_000, received={1: 160, 2: 64}))
+    early = view.view(103 * SECOND + 100_000_000)
+    assert (early["delivered_second"], early["delivered_per_s"]) == (1, 160)
+    # Two processes: the one that reported least recently decides which second is whole.
+    view.add(snapshot("a", at_ns=103 * SECOND + 50_000_000, received={1: 160, 2: 150}))
+    view.add(snapshot("b", at_ns=102 * SECOND + 900_000_000, received={1: 40, 2: 35}))
+    both = view.view(103 * SECOND + 250_000_000)
+    assert (both["delivered_second"], both["delivered_per_s"]) == (1, 200)
+    view.add(snapshot("b", at_ns=103 * SECOND + 60_000_000, received={1: 40, 2: 40}))
+    later = view.view(103 * SECOND + 250_000_000)
+    assert (later["delivered_second"], later["delivered_per_s"]) == (2, 190)
+
+
+def test_lost_waits_for_snapshots_taken_after_the_drain() -> None:
+    view = two_processes()
+    for process in ("a", "b"):  # both last reported before second 1's drain ended (104 s)
+        view.latest[process] = replace(view.latest[process], at_ns=103 * SECOND + 900_000_000)
+    assert view.view(104 * SECOND + 500_000_000)["lost_so_far"] == 0
+    view.add(replace(view.latest["a"], at_ns=104 * SECOND + 100_000_000, sends=[]))
+    view.add(replace(view.latest["b"], at_ns=104 * SECOND + 100_000_000, sends=[]))
+    assert view.view(104 * SECOND + 500_000_000)["lost_so_far"] == 1

@@ -99,3 +99,19 @@ def test_the_window_follows_the_plan() -> None:
     assert window.until_ns == window.measure_from_ns + at(4)
     assert window.second(window.start_ns - 1) == -1
     assert window.measured(window.measure_from_ns) and not window.measured(window.until_ns)
+
+
+def test_received_per_s_counts_arrivals_in_the_window_whenever_sent() -> None:
+    """A backlog: delivered_per_s counts the window's messages (101.5, 102.5, 103.5 s),
+    received_per_s what arrived in it (the settle period's message at 101.5 s and the
+    one sent at 102.5 s; the others arrive after the window)."""
+    tally = Tally(WINDOW)
+    ledger = SocketLedger(tally, "r", at(99), at(1))
+    for number, (send_s, latency_s) in enumerate(((100.5, 1.0), (101.5, 3.0), (102.5, 0.1),
+                                                  (103.5, 2.0))):  # fmt: skip
+        tally.sends.append(("r", at(send_s)))
+        deliver(ledger, f"m{number}", send_s, latency_ms=latency_s * 1000)
+    ledger.start_leaving(at(107))
+    summary = summarize(tally)
+    assert (summary["delivered"], summary["delivered_per_s"]) == (3, 1.0)
+    assert summary["received_per_s"] == round(2 / 3, 1)
