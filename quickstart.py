@@ -5,7 +5,8 @@
     python3 quickstart.py tests    # the whole test suite (what CI runs)
 
 It installs the system packages the command needs when they are missing and it may
-(root with apt-get, as in CI containers), otherwise prints the exact apt-get line; then
+(root with apt-get, as in CI containers), otherwise prints the exact apt-get line; the
+install starts and enables no system service (see install_without_services); then
 makes .venv with nox and hands over to the nox session of the same name. Anything after
 the command goes to that session: `python3 quickstart.py tests -- -k redis -x`.
 Standard library only, because nothing else is installed yet.
@@ -13,16 +14,28 @@ Standard library only, because nothing else is installed yet.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
 import subprocess
 import sys
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
+
+# invoke-rc.d and deb-systemd-invoke ask this script before a package's maintainer script
+# starts a service; exit status 101 means "action forbidden" (Debian's policy-rc.d
+# interface, /usr/share/doc/init-system-helpers/README.policy-rc.d).
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+REFUSE_EVERY_START = (
+    "#!/bin/sh\n# written by quickstart.py for the length of apt-get install\nexit 101\n"
+)
+# Present while systemd is the running init (sd_booted's test).
+SYSTEMD_RUNNING = Path("/run/systemd/system")
 
 # Executables each command wants, with their Debian package. A missing one narrows what
 # the command can do (WHAT_IS_MISSED) rather than stopping it.
@@ -82,15 +95,63 @@ def install_system_packages(command: str) -> None:
         return
     apt_line = "apt-get install -y --no-install-recommends " + " ".join(missing)
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        say(f"installing {', '.join(missing)} with apt-get")
+        say(f"installing {', '.join(missing)} with apt-get (no system service is started)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(apt_line.split(), check=True, env=env)
+        with install_without_services():
+            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+            subprocess.run(apt_line.split(), check=True, env=env)
         return
     say(f"missing system packages: {' '.join(missing)}; install them with: sudo {apt_line}")
     if any(name.endswith("-venv") for name in missing):
         sys.exit("quickstart: cannot create .venv without them; install them and run me again")
     say(WHAT_IS_MISSED[command])
+
+
+@contextlib.contextmanager
+def install_without_services() -> Iterator[None]:
+    """While inside, packages install without starting or enabling any system service:
+    the servers run only as throw-away processes of services.py.
+
+    Starting: a policy-rc.d that refuses every start, unless one exists (the machine's own
+    policy then decides, and stays untouched); only the one written here is removed.
+    Enabling: policy-rc.d does not stop a package's postinst from enabling its units
+    (deb-systemd-helper enables them on first install, through `systemctl preset` where
+    systemctl exists, else by making the symlinks itself), so where systemd runs, every
+    unit file enabled by the install that was not enabled before it is disabled again.
+    Comparing before and after covers every package apt pulls in (erlang's epmd.socket
+    too), whatever the init-system-helpers version, and leaves alone what the machine's
+    owner had enabled."""
+    wrote_policy = not POLICY_RC_D.exists() and not POLICY_RC_D.is_symlink()
+    if wrote_policy:
+        POLICY_RC_D.write_text(REFUSE_EVERY_START)
+        POLICY_RC_D.chmod(0o755)
+    else:
+        say(f"{POLICY_RC_D} exists and decides which services the install may start")
+    systemd = SYSTEMD_RUNNING.is_dir() and shutil.which("systemctl") is not None
+    enabled_before = enabled_units() if systemd else set()
+    try:
+        yield
+    finally:
+        try:
+            if systemd:
+                newly_enabled = sorted(enabled_units() - enabled_before)
+                if newly_enabled:
+                    say(f"disabling what the install enabled: {' '.join(newly_enabled)}")
+                    subprocess.run(["systemctl", "disable", "--", *newly_enabled], check=True)
+        finally:
+            if wrote_policy:
+                POLICY_RC_D.unlink(missing_ok=True)
+
+
+def enabled_units() -> set[str]:
+    """The unit files systemd has enabled (services, sockets, timers ...)."""
+    listed = subprocess.run(
+        ["systemctl", "list-unit-files", "--state=enabled", "--no-legend", "--no-pager"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {line.split()[0] for line in listed.splitlines() if line.strip()}
 
 
 def ensure_nox() -> Path:
