@@ -176,7 +176,11 @@ def run_matrix(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cells = select_cells(args)
+    try:
+        cells = select_cells(args)
+    except ValueError as error:  # a --cell that no one can install
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.list:
         print("\n".join(cell.name for cell in cells))
         return 0

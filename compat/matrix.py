@@ -94,10 +94,14 @@ def make_cell(series: Mapping[str, str]) -> Cell:
     """The cell for one series of each package."""
     requirements = tuple(series_requirement(package, series[package]) for package in PACKAGES)
     name = "-".join(f"{package}{series[package]}" for package in PACKAGES)
-    without = tuple(
+    return Cell(name, dict(series), requirements, _left_out(series))
+
+
+def _left_out(series: Mapping[str, str]) -> tuple[str, ...]:
+    """The LEFT_OUT packages a cell of these series installs without."""
+    return tuple(
         package for rule, packages, _ in LEFT_OUT if _applies(rule, series) for package in packages
     )
-    return Cell(name, dict(series), requirements, without)
 
 
 def uninstallable(series: Mapping[str, str]) -> str | None:
@@ -150,10 +154,39 @@ def _normalized(name: str) -> str:
 
 def custom_cell(requirements: Iterable[str]) -> Cell:
     """A cell outside the matrix, from requirement strings such as ``redis~=4.0``: to try
-    one combination by hand (it is not part of the grid, only of the cell list)."""
+    one combination by hand (it is not part of the grid, only of the cell list).
+
+    The matrix's rules hold for it as for a named cell, by the series its requirements pin
+    (``pinned_series``): it installs without the LEFT_OUT packages of those series, and a
+    combination no one can install (UNINSTALLABLE) is refused with ValueError."""
     requirements = tuple(requirements)
     name = "custom-" + re.sub(r"[^A-Za-z0-9.]+", "_", "-".join(requirements)).strip("_")
-    return Cell(name[:100], {}, requirements)
+    series = pinned_series(requirements)
+    why = uninstallable(series)
+    if why is not None:
+        raise ValueError(f"the cell {' '.join(requirements)!r} cannot be installed: {why}")
+    return Cell(name[:100], {}, requirements, _left_out(series))
+
+
+def pinned_series(requirements: Iterable[str]) -> dict[str, str]:
+    """The series of each axis that ``requirements`` pin to a single one, in the axis's
+    own depth: ``channels~=4.1.0`` and ``channels==4.1.2`` pin channels 4.1, ``redis~=6.0``
+    pins redis 6. A range (``channels>=4.1``, ``channels~=4.1``) may admit several series
+    and pins none."""
+    axes = {_normalized(package): package for package in PACKAGES}
+    series = {}
+    for requirement in requirements:
+        match = re.fullmatch(r"\s*([A-Za-z0-9][\w.-]*)\s*(~=|==)\s*(\d+(?:\.\d+)*)\s*", requirement)
+        if match is None or _normalized(match[1]) not in axes:
+            continue
+        package = axes[_normalized(match[1])]
+        depth = len(AXES[package][0].split("."))
+        parts = match[3].split(".")
+        # ~=4.1.0 admits 4.1.*, its last component free; ==4.1.2 admits itself alone.
+        fixed = parts[:-1] if match[2] == "~=" else parts
+        if len(fixed) >= depth:
+            series[package] = ".".join(fixed[:depth])
+    return series
 
 
 def newest_release(package: str, python: str = sys.executable) -> str:

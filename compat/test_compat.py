@@ -11,8 +11,10 @@ import pytest
 from compat import report
 from compat.matrix import (
     all_cells,
+    custom_cell,
     make_cell,
     matrix_notes,
+    pinned_series,
     project_requirements,
     pytest_args_for,
 )
@@ -52,6 +54,38 @@ def test_channels_4_1_cells_exist_without_channels_redis_4_3_and_without_nats():
     assert all(cell.without == () for cell in cells.values() if cell not in ours)
     notes = " ".join(matrix_notes())
     assert "channels 4.1 with channels-redis 4.3" in notes and "channels-nats" in notes
+
+
+def test_a_custom_cell_follows_the_rules_of_the_named_cell_of_its_series():
+    spec = ["Django~=4.2.0", "channels~=4.1.0", "channels-redis~=4.2.0", "redis~=6.0"]
+    named = make_cell({"Django": "4.2", "channels": "4.1", "channels-redis": "4.2", "redis": "6"})
+    custom = custom_cell(spec)
+    assert custom.requirements == named.requirements
+    assert custom.without == named.without == ("channels-nats",)
+    assert pytest_args_for(custom, ("-m", "compat")) == ("-m", "compat", "-k", "not nats")
+    assert custom_cell(["channels~=4.3.0", "redis~=6.0"]).without == ()
+    with pytest.raises(ValueError, match=r"channels-redis 4\.3 requires channels >= 4\.2\.2"):
+        custom_cell(["channels==4.1.2", "channels-redis~=4.3.0"])
+
+
+@pytest.mark.parametrize(
+    ("requirement", "series"),
+    [
+        ("channels~=4.1.0", {"channels": "4.1"}),
+        ("channels==4.1.2", {"channels": "4.1"}),
+        ("Channels == 4.1", {"channels": "4.1"}),
+        ("redis~=6.0", {"redis": "6"}),
+        ("redis==6.4.0", {"redis": "6"}),
+        ("django~=5.2.1", {"Django": "5.2"}),
+        ("channels_redis~=4.2.0", {"channels-redis": "4.2"}),
+        ("channels~=4.1", {}),  # 4.1 up to any 4.x: several series
+        ("channels>=4.1,<4.2", {}),
+        ("redis~=6", {}),
+        ("uvicorn~=0.30.0", {}),  # not an axis
+    ],
+)
+def test_pinned_series_reads_one_series_per_axis_or_none(requirement, series):
+    assert pinned_series([requirement]) == series
 
 
 def test_a_cell_without_a_package_installs_the_rest_of_pyproject():
