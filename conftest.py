@@ -14,7 +14,16 @@ from collections.abc import Iterator
 import pytest
 
 from live import Backends, LiveChat, LiveServers, layer_param, missing_dependency
+from processes import interrupt_on_termination
 from services import LAYERS, Backend, MissingExecutable, RedisServer, layer_backend
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (``kill``, ``timeout``, a cancelled CI job) and SIGHUP end the session the way
+    Ctrl-C does: pytest then tears down every fixture, so the session's servers stop and
+    their directories go. Left to the default action, the signal would end pytest at once
+    and leave them all running. Pytest reports the session as interrupted (exit status 2)."""
+    interrupt_on_termination()
 
 
 @pytest.fixture(scope="session")

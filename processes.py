@@ -2,7 +2,8 @@
 
 Finding an executable (or saying which Debian package provides it), picking a free
 loopback port, waiting for a process to answer with a deadline (and failing early when it
-dies), stopping it and everything it started, and reading its CPU time and memory.
+dies), stopping it and everything it started, reading its CPU time and memory, and turning
+a SIGTERM or SIGHUP into the same clean stop as Ctrl-C.
 services.py and backends.py build the chat servers and the layers' servers on these.
 """
 
@@ -161,6 +162,40 @@ def kill_process_group(process: subprocess.Popen) -> None:
     process group's id, even after the process itself has exited)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+# `kill`, `timeout`, a cancelled CI job (SIGTERM) and a closed terminal (SIGHUP).
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived. A KeyboardInterrupt, so every ``with`` and ``finally``
+    that stops a server after Ctrl-C stops it after ``kill`` too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def interrupt_on_termination() -> None:
+    """From now on, SIGTERM and SIGHUP raise ``Terminated`` in the main thread (call it
+    from there). The first one only: later ones are ignored, so that a second ``kill``
+    cannot cut short the stopping the first one started (every stop has its own time
+    limit; SIGKILL still ends everything at once)."""
+
+    def terminated(signum: int, frame: object) -> None:
+        for number in TERMINATION_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    for number in TERMINATION_SIGNALS:
+        signal.signal(number, terminated)
+
+
+def interrupted_status(interruption: KeyboardInterrupt) -> int:
+    """The exit status after an interruption: 128 + the signal's number, the shell's own
+    convention for "ended by signal N" (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)."""
+    return 128 + getattr(interruption, "signum", signal.SIGINT)
 
 
 class ProcessStats:

@@ -54,6 +54,7 @@ from processes import (
     ServiceError,
     find_executable,
     free_port,
+    interrupt_on_termination,
     kill_process_group,
     launch,
     stop_process,
@@ -395,10 +396,6 @@ def _describe_backend(backend: Backend) -> str:
     return "no server: the layer lives in the chat's process"
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def _serve(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python services.py serve",
@@ -423,8 +420,8 @@ def _serve(argv: list[str] | None = None) -> int:
         service_of(args.layer)
     except ServiceError as error:
         parser.error(str(error))
-    # A plain `kill` (SIGTERM) must stop the throw-away backend too, as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # A plain `kill` (SIGTERM, or SIGHUP) must stop the throw-away backend too, as Ctrl-C does.
+    interrupt_on_termination()
     try:
         with layer_backend(args.layer) as backend:
             env = {
@@ -444,7 +441,7 @@ def _serve(argv: list[str] | None = None) -> int:
     except ServiceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; the chat server and backend are stopped
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP; the chat server and backend are stopped
         return 0
 
 

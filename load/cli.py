@@ -2,7 +2,9 @@
 write summary.json and report.html. Bad input is one line and exit status 2; a run that
 cannot produce a result (or a fault run whose fault never fired) is one line and exit
 status 1; a capacity that fell more than ``--max-drop`` below ``--baseline``, or a replayed
-capacity that no longer holds, is exit status 3.
+capacity that no longer holds, is exit status 3. Ctrl-C, SIGTERM and SIGHUP stop every
+server, backend and Locust process the command started, remove their temporary
+directories, and exit with 128 + the signal's number (130, 143, 129).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from load.remote import (
 from load.search import DEFAULT_MAX_STEPS, Objective
 from load.stack import StackError
 from load.wire import Connection, WireError
+from processes import interrupt_on_termination, interrupted_status
 from services import ASGI_SERVERS, CONSUMERS, EXPERIMENTAL_CONSUMERS, LAYERS
 
 EXIT_FAILED = 1
@@ -632,11 +635,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers N and --master-bind HOST go together")
     if args.command == "run" and args.workers is not None and args.processes > 1:
         parser.error("--workers and --processes exclude each other: remote workers only")
+    interrupt_on_termination()
     try:
         return COMMANDS[args.command](args)
     except (HarnessError, LocustError, StackError) as error:
         print(f"python -m load {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(error, BadInput) else EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"python -m load {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interruption:  # Ctrl-C, SIGTERM, SIGHUP: all stopped by now
+        by = str(interruption) or "Ctrl-C"
+        print(f"python -m load {args.command}: interrupted by {by}", file=sys.stderr)
+        return interrupted_status(interruption)

@@ -19,6 +19,7 @@ from load.plan import Plan
 from load.remote import RemoteWorkers
 from load.scenarios import CLOSE_TIMEOUT_S
 from load.stats import Tally
+from processes import kill_process_group
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,23 +84,28 @@ def run_locust(
     command = locust_command(plan, run_dir, results_file, remote, progress_file)
     watching = progress(progress_file) if progress else contextlib.nullcontext()
     with log_path.open("wb") as log, watching:
+        # In a session of its own, so that however this ends (a result, the time limit,
+        # Ctrl-C, SIGTERM) the whole group goes: the master and any --processes workers.
+        locust = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
-            finished = subprocess.run(
-                command,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                check=False,
-                timeout=limit_s,
-            )
+            returncode = locust.wait(timeout=limit_s)
         except subprocess.TimeoutExpired:
             raise LocustError(
                 f"Locust did not finish within {limit_s:.0f} s (log: {log_path})"
             ) from None
+        finally:
+            kill_process_group(locust)
+            locust.wait()
     if not results_file.exists():
         raise LocustError(
-            f"Locust exited with code {finished.returncode} without a result (log: {log_path})"
+            f"Locust exited with code {returncode} without a result (log: {log_path})"
         )
     result = json.loads(results_file.read_text())
     results_file.unlink()
