@@ -359,7 +359,7 @@ def stacks_of(args: argparse.Namespace, say) -> list[Stack]:
     layers = args.layers or default_layers(say)
     counts = args.servers if isinstance(args.servers, list) else [args.servers]
     if "inmemory" in layers and 1 not in counts:
-        raise HarnessError(
+        raise BadInput(
             f"--servers {counts[0]} with the inmemory layer: InMemoryChannelLayer lives "
             "inside one process, so users on different servers would never see each other's "
             "messages; leave inmemory out of --layers (e.g. --layers redis,redis-pubsub), or "
@@ -381,8 +381,8 @@ def stacks_of(args: argparse.Namespace, say) -> list[Stack]:
 def base_plan(args: argparse.Namespace, targets: Sequence[str]) -> Plan:
     try:
         return plan_from_options(args, users=args.users, targets=targets)
-    except ValueError as error:
-        raise HarnessError(str(error)) from None
+    except ValueError as error:  # flags that do not fit together, e.g. more rooms than users
+        raise BadInput(str(error)) from None
 
 
 def default_out(command: str) -> Path:
@@ -502,6 +502,11 @@ def fault_status(runs: Sequence[dict[str, Any]]) -> int:
 
 
 def command_capacity(args: argparse.Namespace) -> int:
+    if args.scenario == "idle":
+        raise BadInput(
+            "--scenario idle sends nothing, so it has no delivery capacity: search with "
+            "fanout, isolation or churn (`bench --scenario idle` measures memory per socket)"
+        )
     baseline = None
     if args.baseline is not None:
         try:  # read it first: a bad baseline must not cost a five-minute search

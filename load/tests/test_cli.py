@@ -69,26 +69,48 @@ def test_bad_flags_are_one_line_errors(args: list[str], needle: str, tmp_path: P
     assert not out.exists()
 
 
-def test_inconsistent_shapes_are_refused_in_one_line(tmp_path: Path) -> None:
+BASELINES = {
+    "bench.json": '{"runs": []}',
+    "not-json.json": "capacity: high",
+    "no-layer.json": '{"capacity": [{"servers": 1, "deliveries_per_s": 10}]}',
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ["run", "--target", "ws://127.0.0.1:1", "--users", "3", "--rooms", "5"],
+            "rooms would be empty",
+        ),
+        (
+            ["capacity", "--users", "3", "--rooms", "5", "--layers", "inmemory"],
+            "rooms would be empty",
+        ),
+        (["capacity", "--scenario", "idle"], "--scenario idle sends nothing"),
+        (["bench", "--servers", "2", "--layers", "inmemory,redis"], "lives inside one process"),
+        (["capacity", "--servers", "2", "--layers", "inmemory"], "lives inside one process"),
+        (["capacity", "--baseline", "missing.json"], "cannot read the baseline"),
+        (["capacity", "--baseline", "not-json.json"], "is not JSON"),
+        (["capacity", "--baseline", "bench.json"], "has no capacity entries"),
+        (["capacity", "--baseline", "no-layer.json"], "before capacity entries carried"),
+    ],
+)
+def test_flags_that_do_not_fit_together_are_one_line_and_status_2(
+    args: list[str], needle: str, tmp_path: Path
+) -> None:
+    """Refused before anything starts: no server, no search, nothing written."""
+    for name, content in BASELINES.items():
+        (tmp_path / name).write_text(content)
+    if "--baseline" in args:
+        args = [*args[:-1], str(tmp_path / args[-1])]
     out = tmp_path / "out"
-    rooms = run_load(
-        "run", "--target", "ws://127.0.0.1:1", "--users", "3", "--rooms", "5", "--out", str(out)
-    )
-    servers = run_load("bench", "--servers", "2", "--layers", "inmemory,redis", "--out", str(out))
-    baseline = run_load("capacity", "--baseline", str(tmp_path / "missing.json"), "--out", str(out))
-    (tmp_path / "bench.json").write_text('{"runs": []}')
-    not_capacity = run_load(
-        "capacity", "--baseline", str(tmp_path / "bench.json"), "--out", str(out)
-    )
-    for finished, needle, status in (
-        (rooms, "rooms would be empty", 1),
-        (servers, "InMemoryChannelLayer lives inside one process", 1),
-        (baseline, "cannot read the baseline", 2),
-        (not_capacity, "has no capacity entries", 2),
-    ):
-        assert finished.returncode == status, finished.stderr
-        assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
-        assert needle in finished.stderr
+    finished = run_load(*args, "--out", str(out))
+    assert finished.returncode == 2, finished.stderr
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1, finished.stderr
+    assert needle in lines[0]
+    assert finished.stdout == ""
     assert not out.exists()
 
 
