@@ -281,6 +281,10 @@ class ChatUser(User):
             # reads in a greenlet of its own (receive_loop), as every socket once did.
             handler = faults.read_slowly(ledger.on_text, *slow, clock=process.clock)
             receiver = gevent.spawn(connection.receive_loop, handler, clock=process.clock)
+        # When the reader saw the connection end (a hub callback right after it), not when
+        # this greenlet next runs: the membership of a socket the server closed ends there.
+        noticed_ns: list[int] = []
+        receiver.rawlink(lambda _receiver: noticed_ns.append(process.clock.time_ns()))
         try:
             self.send_until(session, connection, receiver, socket_no, rng)
             if not receiver.ready():
@@ -291,7 +295,11 @@ class ChatUser(User):
                         timeout=max(0.0, (session.leave_ns - process.clock.time_ns()) / 1e9)
                     )
             if receiver.ready():  # the server ended the connection before we left
-                ledger.start_leaving(process.clock.time_ns())
+                # Seen within a round trip of the server's close, not within the drain.
+                ledger.start_leaving(
+                    noticed_ns[0] if noticed_ns else process.clock.time_ns(),
+                    grace_ns=round(process.plan.close_grace_s * SECOND_NS),
+                )
                 process.tally.error(f"connection_{_outcome(receiver)}", process.clock.time_ns())
                 _fire(self.environment, "connection lost", 0, RuntimeError(str(receiver.value)))
                 return DROPPED

@@ -13,8 +13,9 @@ per-second counts. From those the master computes, every second:
   snapshot), the deliveries expected
   (sockets firmly in the room at each send, as in the final accounting) minus the first
   copies that arrived; a settled second is computed once. Deliveries of messages sent
-  during a handshake count as arrived here, so this can read a little low until the exact
-  result at the end, never high;
+  during a handshake or in a socket's window of doubt count as arrived here, so this can
+  read a little low until the exact result at the end, never high (the exact result also
+  says what was unconfirmed);
 * p50/p99 of the messages sent in the last ``RECENT_S`` seconds, errors by kind, sockets.
 """
 
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from load.stats import FirmMembers, LogHistogram, Window
+from load.stats import LogHistogram, Members, Membership, Window, memberships_from
 
 SECOND_NS = 1_000_000_000
 RECENT_S = 5  # the window of the live percentiles
@@ -39,7 +40,7 @@ class Snapshot:
     process: str
     at_ns: int  # when it was taken: it holds every delivery received before this
     sends: list[tuple[str, int]]
-    memberships: list[tuple[str, int, int]]
+    memberships: list[Membership]
     open_sockets: list[tuple[str, int]]
     arrived: dict[int, int]  # send second -> first copies received (cumulative)
     received: dict[int, int]  # receipt second -> first copies received (cumulative)
@@ -65,7 +66,7 @@ class Snapshot:
             process=data["process"],
             at_ns=int(data["at_ns"]),
             sends=[(room, int(ns)) for room, ns in data["sends"]],
-            memberships=[(room, int(a), int(b)) for room, a, b in data["memberships"]],
+            memberships=memberships_from(data["memberships"]),
             open_sockets=[(room, int(ns)) for room, ns in data["open_sockets"]],
             arrived={int(k): int(v) for k, v in data["arrived"].items()},
             received={int(k): int(v) for k, v in data["received"].items()},
@@ -83,7 +84,7 @@ class LiveView:
     test_start_ns: int
     total_s: float
     sends: list[tuple[str, int]] = field(default_factory=list)
-    memberships: list[tuple[str, int, int]] = field(default_factory=list)
+    memberships: list[Membership] = field(default_factory=list)
     latest: dict[str, Snapshot] = field(default_factory=dict)
     settled_lost: dict[int, int] = field(default_factory=dict)
 
@@ -108,16 +109,16 @@ class LiveView:
                 by_second.setdefault(second, []).append((room, send_ns))
         if not by_second:
             return
-        members = FirmMembers(
+        members = Members(
             [*self.memberships]
             + [
-                (room, join, FOREVER_NS)
+                (room, join, FOREVER_NS, FOREVER_NS)
                 for s in self.latest.values()
                 for room, join in s.open_sockets
             ]
         )
         for second, sends in by_second.items():
-            expected = sum(members.at(room, send_ns) for room, send_ns in sends)
+            expected = sum(members.firm(room, send_ns) for room, send_ns in sends)
             arrived = sum(s.arrived.get(second, 0) for s in self.latest.values())
             self.settled_lost[second] = max(expected - arrived, 0)
         # Sends of settled seconds are no longer needed.

@@ -123,6 +123,7 @@ def run_record(
             "offered_messages_per_s": round(plan.shape.messages_per_s, 2),
             "settle_s": plan.settle_s,
             "drain_s": plan.drain_s,
+            "close_grace_s": plan.close_grace_s,
             "message_bytes": plan.message_bytes,
             "server_cpu_us_per_delivery": (
                 round(usage.cpu_s * 1e6 / delivered, 1)

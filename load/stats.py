@@ -7,15 +7,21 @@ the contract's numbers:
 
 * only messages sent in the measured window (``Window``) count in the summary; those sent
   while the server settles count in the per-second timeline alone;
-* a socket is *firmly* in its room from its handshake's completion (the tutorial consumer
-  calls group_add before accept) until ``grace`` before it starts to close; a message is
-  *expected* at every socket firmly in the sender's room at the message's send time;
-* a delivery of a message sent outside the receiver's firm window (during its handshake or
-  within ``grace`` of its close) is *ambiguous*: it counts as expected and delivered when
-  it arrives and is never counted as lost;
-* lost = firm expected - firm delivered, which cannot be negative: each firm delivery is
-  one distinct (message, socket) pair of the firm expected set (duplicates and leaks are
-  counted apart and never as delivered).
+* each socket's membership is a record (room, join_ns, firm_until_ns, end_ns): it joined
+  when its handshake completed (the tutorial consumer calls group_add before accept) and
+  ended at ``end_ns``, when it started to close or noticed that the server had closed it;
+  ``firm_until_ns`` is ``grace`` before that end (the drain for a socket we close, the
+  much shorter close grace for one the server closed; see load/README.md);
+* a message is *expected* at every socket whose membership covers its send time;
+  sent at or before ``firm_until_ns`` it ends *delivered* or *lost*; sent in the window
+  of doubt (``firm_until_ns``, ``end_ns``] it ends *delivered* or *unconfirmed* (the
+  socket was gone before it arrived, at a time the client could not yet know it);
+* a delivery of a message sent outside the membership (during the handshake, or after the
+  end) counts as expected and delivered when it arrives: a bonus, not a doubt;
+* so expected == delivered + lost + unconfirmed, exactly; lost and unconfirmed cannot be
+  negative, as each first delivery is one distinct (message, socket) pair of its class
+  (duplicates and leaks are counted apart and never as delivered). ``ambiguous`` counts
+  the deliveries that were in doubt or outside the membership.
 
 ``SocketLedger`` states these rules one delivery at a time; it is the reference.
 ``FastLedger`` is what the load client runs: the same rules, with the per-delivery work
@@ -175,13 +181,14 @@ class Window:
 class Timeline:
     """Per-second counts of one run (second 0: sending starts), mergeable by addition.
 
-    ``firm`` and ``ambiguous`` deliveries and ``latency`` are filed under the second the
-    message was *sent* (so delivered + lost = expected holds for every second);
+    ``firm``, ``in_doubt`` and ``outside`` (the membership) deliveries and ``latency`` are
+    filed under the second the message was *sent* (so delivered + lost + unconfirmed =
+    expected holds for every second);
     ``received`` under the second it arrived; ``errors`` when they happened;
     ``connected`` is the number of open sockets sampled at the start of each second.
     """
 
-    FIELDS = ("firm", "ambiguous", "received", "errors", "connected")
+    FIELDS = ("firm", "in_doubt", "outside", "received", "errors", "connected")
 
     def __init__(self) -> None:
         self.counts: dict[str, Counter[int]] = {name: Counter() for name in self.FIELDS}
@@ -216,10 +223,49 @@ class Timeline:
         return timeline
 
 
+# One socket's membership: (room, join_ns, firm_until_ns, end_ns), see the module's doc.
+Membership = tuple[str, int, int, int]
+
+
+def memberships_from(rows: Iterable[Sequence[Any]]) -> list[Membership]:
+    """Membership records read back from JSON (lists) as tuples of ints."""
+    return [(str(room), int(join), int(firm), int(end)) for room, join, firm, end in rows]
+
+
+def membership_bounds(
+    join_ns: int, leave_ns: int, grace_ns: int, firm_until_ns: int | None
+) -> tuple[int, int]:
+    """(firm_until_ns, end_ns) of a socket that joined at ``join_ns`` and left (or noticed
+    its close) at ``leave_ns``: firm until ``grace_ns`` before leaving, or until
+    ``firm_until_ns`` when the caller knows that nothing sent before then is still on its
+    way; never before the join (then the firm part is empty) nor after the end."""
+    firm_until = max(firm_until_ns or 0, leave_ns - grace_ns, join_ns - 1)
+    end = max(leave_ns, join_ns - 1)
+    return min(firm_until, end), end
+
+
+def delivery_class(send_ns: int, join_ns: int, firm_until_ns: int, end_ns: int) -> str:
+    """The timeline field a first delivery of a message sent at ``send_ns`` falls in."""
+    if join_ns <= send_ns <= firm_until_ns:
+        return "firm"
+    if firm_until_ns < send_ns <= end_ns:
+        return "in_doubt"
+    return "outside"
+
+
+# The counter each delivery class adds to (measured window only).
+CLASS_COUNTER = {
+    "firm": "delivered_firm",
+    "in_doubt": "delivered_in_doubt",
+    "outside": "delivered_outside",
+}
+
+
 # Counters every Tally has (all exact integers). Deliveries count the measured window only.
 COUNTERS = (
     "delivered_firm",  # first receipt of a message at a socket firmly in the sender's room
-    "ambiguous",  # first receipt of a message sent during the receiver's handshake/close window
+    "delivered_in_doubt",  # first receipt of a message sent in the receiver's window of doubt
+    "delivered_outside",  # first receipt of a message sent before the join or after the end
     "duplicated",  # a second (or later) receipt of a message at one socket
     "leaked",  # receipt of a message sent in another room
     "foreign",  # well-formed chat messages that are not this harness's (someone else typing)
@@ -241,8 +287,8 @@ class Tally:
     timeline: Timeline = field(default_factory=Timeline)
     # (room, send_ns) of every message sent, the settle period's included
     sends: list[tuple[str, int]] = field(default_factory=list)
-    # (room, join_ns, firm_until_ns) of every socket that completed its handshake
-    memberships: list[tuple[str, int, int]] = field(default_factory=list)
+    # (room, join_ns, firm_until_ns, end_ns) of every socket that completed its handshake
+    memberships: list[Membership] = field(default_factory=list)
     # per process: {"cpu_s": .., "wall_s": ..}
     processes: list[dict[str, float]] = field(default_factory=list)
     # FastLedger's first deliveries not yet in ``latency`` and ``timeline`` (never shipped)
@@ -296,7 +342,7 @@ class Tally:
             loop_lag=LogHistogram.from_dict(data["loop_lag"]),
             timeline=Timeline.from_dict(data["timeline"]),
             sends=[(room, int(ns)) for room, ns in data["sends"]],
-            memberships=[(room, int(a), int(b)) for room, a, b in data["memberships"]],
+            memberships=memberships_from(data["memberships"]),
             processes=list(data["processes"]),
         )
 
@@ -304,13 +350,14 @@ class Tally:
 class SocketLedger:
     """The receiving side of one socket's membership: classifies each delivery.
 
-    Whether a delivery is firm depends on when the socket starts to close, which is not
+    Whether a delivery is firm depends on when the socket's membership ends, which is not
     known yet when it arrives; deliveries stay pending until their send time is more than
-    ``grace`` in the past (then they are firm whatever happens later) or until the socket
-    starts to leave.
+    ``grace`` in the past (then they are firm whatever happens later: no end uses a longer
+    grace) or until the socket starts to leave.
     """
 
     __slots__ = (
+        "end_ns",
         "firm_until_ns",
         "grace_ns",
         "join_ns",
@@ -326,6 +373,7 @@ class SocketLedger:
         self.join_ns = join_ns
         self.grace_ns = grace_ns
         self.firm_until_ns: int | None = None
+        self.end_ns: int | None = None
         self.seen: set[str] = set()
         self.pending: deque[int] = deque()
 
@@ -355,39 +403,43 @@ class SocketLedger:
             if recv_ns < send_ns:
                 tally.counters["negative_latencies"] += 1
         if send_ns < self.join_ns:
-            self._count(send_ns, firm=False)
+            self._count(send_ns, "outside")
         elif self.firm_until_ns is not None:
-            self._count(send_ns, firm=send_ns <= self.firm_until_ns)
+            self._count(
+                send_ns, delivery_class(send_ns, self.join_ns, self.firm_until_ns, self.end_ns)
+            )
         else:
             pending = self.pending
             pending.append(send_ns)
             # Anything sent more than grace ago is firm whenever the close starts.
             horizon = recv_ns - self.grace_ns
             while pending and pending[0] <= horizon:
-                self._count(pending.popleft(), firm=True)
+                self._count(pending.popleft(), "firm")
         return True
 
-    def _count(self, send_ns: int, *, firm: bool) -> None:
+    def _count(self, send_ns: int, kind: str) -> None:
         tally = self.tally
         window = tally.window
-        tally.timeline.counts["firm" if firm else "ambiguous"][
-            (send_ns - window.start_ns) // SECOND_NS
-        ] += 1
+        tally.timeline.counts[kind][(send_ns - window.start_ns) // SECOND_NS] += 1
         if window.measure_from_ns <= send_ns < window.until_ns:
-            tally.counters["delivered_firm" if firm else "ambiguous"] += 1
+            tally.counters[CLASS_COUNTER[kind]] += 1
 
-    def start_leaving(self, leave_ns: int, *, firm_until_ns: int | None = None) -> None:
-        """The socket starts to close (or was found dead) at ``leave_ns``. Its membership
-        is firm until ``grace`` before that, or until ``firm_until_ns`` when the caller
-        knows that nothing sent before then is still on its way."""
+    def start_leaving(
+        self, leave_ns: int, *, firm_until_ns: int | None = None, grace_ns: int | None = None
+    ) -> None:
+        """The socket starts to close, or noticed that it was closed, at ``leave_ns``: its
+        membership ends then. It is firm until ``grace_ns`` (default: the ledger's grace,
+        which is also the most it may be) before that, or until ``firm_until_ns`` when the
+        caller knows that nothing sent before then is still on its way."""
         if self.firm_until_ns is not None:
             return
-        firm_until_ns = max(firm_until_ns or 0, leave_ns - self.grace_ns)
-        self.firm_until_ns = max(firm_until_ns, self.join_ns - 1)
+        grace = self.grace_ns if grace_ns is None else min(grace_ns, self.grace_ns)
+        firm_until, end = membership_bounds(self.join_ns, leave_ns, grace, firm_until_ns)
+        self.firm_until_ns, self.end_ns = firm_until, end
         for send_ns in self.pending:
-            self._count(send_ns, firm=send_ns <= self.firm_until_ns)
+            self._count(send_ns, delivery_class(send_ns, self.join_ns, firm_until, end))
         self.pending.clear()
-        self.tally.memberships.append((self.room, self.join_ns, self.firm_until_ns))
+        self.tally.memberships.append((self.room, self.join_ns, firm_until, end))
 
 
 class DeliveryLog:
@@ -462,16 +514,18 @@ class FastLedger:
       error frame) takes ``parse_server_payload`` and is classified as before.
     * Message ids stay ``bytes`` in the seen-set.
     * Latencies go to ``tally.deliveries`` (folded in bulk).
-    * The send times of deliveries that may still turn out ambiguous wait in a list and
+    * The send times of deliveries that may still turn out in doubt wait in a list and
       are classified in bulk by ``settle`` (anything sent more than ``grace`` before
-      ``now`` is firm whenever the close starts, because leaving at ``now`` or later
-      makes the firm window reach at least ``now - grace``) and by ``start_leaving``.
+      ``now`` is firm whenever the membership ends, because ending at ``now`` or later,
+      with ``grace`` or a shorter one, makes the firm window reach at least
+      ``now - grace``) and by ``start_leaving``.
 
     ``round_trip(ms)`` is called for each copy of this socket's own messages,
     ``on_error(kind, problem)`` for each frame counted as an error.
     """
 
     __slots__ = (
+        "end_ns",
         "firm_until_ns",
         "grace_ns",
         "join_ns",
@@ -504,6 +558,7 @@ class FastLedger:
         self.join_ns = join_ns
         self.grace_ns = grace_ns
         self.firm_until_ns: int | None = None
+        self.end_ns: int | None = None
         self.prefix = room_prefix(run_id, room)
         self.own = own_prefix.encode() if own_prefix else None
         self.round_trip = round_trip
@@ -541,8 +596,11 @@ class FastLedger:
                 pending.append(send_ns)
                 if len(pending) >= PENDING_FOLD:
                     self.settle(recv_ns)
+            elif self.firm_until_ns is None:  # sent during the handshake
+                self._count([send_ns], "outside")
             else:
-                self._count([send_ns], firm=self.join_ns <= send_ns <= self.firm_until_ns)
+                kind = delivery_class(send_ns, self.join_ns, self.firm_until_ns, self.end_ns)
+                self._count([send_ns], kind)
         own = self.own
         if own is not None and msg_id.startswith(own) and self.round_trip is not None:
             self.round_trip((recv_ns - send_ns) / 1e6)
@@ -569,18 +627,18 @@ class FastLedger:
         if own is not None and msg_id.startswith(own) and self.round_trip is not None:
             self.round_trip((recv_ns - stamp.send_ns) / 1e6)
 
-    def _count(self, sends: Iterable[int], *, firm: bool) -> None:
+    def _count(self, sends: Iterable[int], kind: str) -> None:
         tally = self.tally
         window = tally.window
         start, low, high = window.start_ns, window.measure_from_ns, window.until_ns
-        per_second = tally.timeline.counts["firm" if firm else "ambiguous"]
+        per_second = tally.timeline.counts[kind]
         measured = 0
         for send_ns in sends:
             per_second[(send_ns - start) // SECOND_NS] += 1
             if low <= send_ns < high:
                 measured += 1
         if measured:
-            tally.counters["delivered_firm" if firm else "ambiguous"] += measured
+            tally.counters[CLASS_COUNTER[kind]] += measured
 
     def settle(self, now_ns: int) -> None:
         """Count as firm what was sent more than ``grace`` before ``now_ns`` (a time no
@@ -589,52 +647,71 @@ class FastLedger:
             return
         horizon = now_ns - self.grace_ns
         pending = self.pending
-        self._count([ns for ns in pending if ns <= horizon], firm=True)
+        self._count([ns for ns in pending if ns <= horizon], "firm")
         self.pending = [ns for ns in pending if ns > horizon]
 
-    def start_leaving(self, leave_ns: int, *, firm_until_ns: int | None = None) -> None:
+    def start_leaving(
+        self, leave_ns: int, *, firm_until_ns: int | None = None, grace_ns: int | None = None
+    ) -> None:
         """As ``SocketLedger.start_leaving``."""
         if self.firm_until_ns is not None:
             return
-        firm_until_ns = max(firm_until_ns or 0, leave_ns - self.grace_ns)
-        self.firm_until_ns = firm_until = max(firm_until_ns, self.join_ns - 1)
+        grace = self.grace_ns if grace_ns is None else min(grace_ns, self.grace_ns)
+        firm_until, end = membership_bounds(self.join_ns, leave_ns, grace, firm_until_ns)
+        self.firm_until_ns, self.end_ns = firm_until, end
         pending, self.pending = self.pending, []
-        self._count([ns for ns in pending if ns <= firm_until], firm=True)
-        self._count([ns for ns in pending if ns > firm_until], firm=False)
-        self.tally.memberships.append((self.room, self.join_ns, firm_until))
+        join = self.join_ns
+        self._count([ns for ns in pending if join <= ns <= firm_until], "firm")
+        self._count([ns for ns in pending if firm_until < ns <= end], "in_doubt")
+        self._count([ns for ns in pending if not join <= ns <= end], "outside")
+        self.tally.memberships.append((self.room, join, firm_until, end))
 
 
-class FirmMembers:
-    """How many sockets were firmly in a room at a given time, from membership records."""
+class RoomIntervals:
+    """How many of some (room, from_ns, until_ns) intervals hold a given time."""
 
-    def __init__(self, memberships: Iterable[tuple[str, int, int]]) -> None:
-        joins: dict[str, list[int]] = defaultdict(list)
+    def __init__(self, intervals: Iterable[tuple[str, int, int]]) -> None:
+        starts: dict[str, list[int]] = defaultdict(list)
         ends: dict[str, list[int]] = defaultdict(list)
-        for room, join_ns, until_ns in memberships:
-            if until_ns >= join_ns:
-                joins[room].append(join_ns)
+        for room, from_ns, until_ns in intervals:
+            if until_ns >= from_ns:
+                starts[room].append(from_ns)
                 ends[room].append(until_ns)
-        for values in (*joins.values(), *ends.values()):
+        for values in (*starts.values(), *ends.values()):
             values.sort()
-        self._joins = dict(joins)
+        self._starts = dict(starts)
         self._ends = dict(ends)
 
-    def at(self, room: str, send_ns: int) -> int:
-        room_joins = self._joins.get(room)
-        if not room_joins:
+    def at(self, room: str, at_ns: int) -> int:
+        room_starts = self._starts.get(room)
+        if not room_starts:
             return 0
-        # joined at or before the send, minus those whose firm window ended before it
-        return bisect.bisect_right(room_joins, send_ns) - bisect.bisect_left(
-            self._ends[room], send_ns
-        )
+        # begun at or before the time, minus those that ended before it
+        return bisect.bisect_right(room_starts, at_ns) - bisect.bisect_left(self._ends[room], at_ns)
 
 
-def firm_expected(
-    sends: Iterable[tuple[str, int]], memberships: Iterable[tuple[str, int, int]]
-) -> int:
+class Members:
+    """From membership records: how many sockets of a room expected a message sent at a
+    given time, firmly (``firm``) and in their window of doubt (``in_doubt``)."""
+
+    def __init__(self, memberships: Iterable[Membership]) -> None:
+        records = list(memberships)
+        self._firm = RoomIntervals((room, join, firm) for room, join, firm, _end in records)
+        self._member = RoomIntervals((room, join, end) for room, join, _firm, end in records)
+
+    def firm(self, room: str, send_ns: int) -> int:
+        return self._firm.at(room, send_ns)
+
+    def at(self, room: str, send_ns: int) -> tuple[int, int]:
+        """(firm, in doubt) expected deliveries of a message of ``room`` sent at ``send_ns``."""
+        firm = self._firm.at(room, send_ns)
+        return firm, self._member.at(room, send_ns) - firm
+
+
+def firm_expected(sends: Iterable[tuple[str, int]], memberships: Iterable[Membership]) -> int:
     """Σ over messages of the sockets firmly in the message's room at its send time."""
-    members = FirmMembers(memberships)
-    return sum(members.at(room, send_ns) for room, send_ns in sends)
+    members = Members(memberships)
+    return sum(members.firm(room, send_ns) for room, send_ns in sends)
 
 
 LATENCY_NAMES = ("p50", "p90", "p95", "p99", "max")
@@ -650,17 +727,20 @@ def summarize(tally: Tally) -> dict[str, Any]:
     """The contract's counters, percentiles and saturation verdict for the measured window."""
     tally.fold()
     window = tally.window
-    members = FirmMembers(tally.memberships)
-    sent = expected_firm = 0
+    members = Members(tally.memberships)
+    sent = expected_firm = expected_in_doubt = 0
     for room, send_ns in tally.sends:
         if window.measure_from_ns <= send_ns < window.until_ns:
             sent += 1
-            expected_firm += members.at(room, send_ns)
+            firm, in_doubt = members.at(room, send_ns)
+            expected_firm += firm
+            expected_in_doubt += in_doubt
     counters = tally.counters
-    ambiguous = counters["ambiguous"]
-    expected = expected_firm + ambiguous
-    delivered = counters["delivered_firm"] + ambiguous
+    outside = counters["delivered_outside"]
+    expected = expected_firm + expected_in_doubt + outside
+    delivered = counters["delivered_firm"] + counters["delivered_in_doubt"] + outside
     lost = expected_firm - counters["delivered_firm"]
+    unconfirmed = expected_in_doubt - counters["delivered_in_doubt"]
     errors = sum(tally.errors.values())
     cpu_s = sum(p["cpu_s"] for p in tally.processes)
     shares = [p["cpu_s"] / p["wall_s"] for p in tally.processes if p["wall_s"] > 0]
@@ -681,6 +761,7 @@ def summarize(tally: Tally) -> dict[str, Any]:
         "expected": expected,
         "delivered": delivered,
         "lost": lost,
+        "unconfirmed": unconfirmed,
         "duplicated": counters["duplicated"],
         "leaked": counters["leaked"],
         "errors": errors,
@@ -695,7 +776,7 @@ def summarize(tally: Tally) -> dict[str, Any]:
         "client_saturated": bool(reasons),
         # Fields beyond the contract's minimum:
         "errors_by_kind": dict(sorted(tally.errors.items())),
-        "ambiguous": ambiguous,
+        "ambiguous": counters["delivered_in_doubt"] + outside,
         "foreign": counters["foreign"],
         "connects": counters["connects"],
         "latency_samples": tally.latency.count,
@@ -704,23 +785,31 @@ def summarize(tally: Tally) -> dict[str, Any]:
         "client_cpu_us_per_delivery": round(cpu_s * 1e6 / delivered, 1) if delivered else None,
         "client_loop_lag_ms": lag,
         "client_saturated_reasons": reasons,
-        "accounting_consistent": lost >= 0,
+        "accounting_consistent": accounting_holds(expected, delivered, lost, unconfirmed),
     }
+
+
+def accounting_holds(expected: int, delivered: int, lost: int, unconfirmed: int) -> bool:
+    """Every expected delivery ended in exactly one of delivered, lost or unconfirmed."""
+    return lost >= 0 and unconfirmed >= 0 and expected == delivered + lost + unconfirmed
 
 
 def timeline(tally: Tally) -> list[dict[str, Any]]:
     """One entry per second of the run, from the first second anything happened to the
-    last: sent, expected, delivered and lost by send second, errors, open sockets,
+    last: sent, expected, delivered, lost and unconfirmed by send second, errors, open sockets,
     deliveries received, and the latency percentiles of that second's messages."""
     tally.fold()
     window = tally.window
-    members = FirmMembers(tally.memberships)
+    members = Members(tally.memberships)
     sent: Counter[int] = Counter()
     expected_firm: Counter[int] = Counter()
+    expected_in_doubt: Counter[int] = Counter()
     for room, send_ns in tally.sends:
         second = (send_ns - window.start_ns) // SECOND_NS
         sent[second] += 1
-        expected_firm[second] += members.at(room, send_ns)
+        firm, in_doubt = members.at(room, send_ns)
+        expected_firm[second] += firm
+        expected_in_doubt[second] += in_doubt
     counts = tally.timeline.counts
     seconds: set[int] = set(sent)
     for per_second in counts.values():
@@ -729,7 +818,8 @@ def timeline(tally: Tally) -> list[dict[str, Any]]:
         return []
     rows = []
     for second in range(min(seconds), max(seconds) + 1):
-        firm, ambiguous = counts["firm"][second], counts["ambiguous"][second]
+        firm, in_doubt = counts["firm"][second], counts["in_doubt"][second]
+        outside = counts["outside"][second]
         histogram = tally.timeline.latency.get(second)
         percentiles = (
             histogram.percentiles_ms(("p50", "p99"))
@@ -740,9 +830,10 @@ def timeline(tally: Tally) -> list[dict[str, Any]]:
             {
                 "t_s": second,
                 "sent": sent[second],
-                "expected": expected_firm[second] + ambiguous,
-                "delivered": firm + ambiguous,
+                "expected": expected_firm[second] + expected_in_doubt[second] + outside,
+                "delivered": firm + in_doubt + outside,
                 "lost": expected_firm[second] - firm,
+                "unconfirmed": expected_in_doubt[second] - in_doubt,
                 "errors": counts["errors"][second],
                 "connected": counts["connected"][second],
                 "received": counts["received"][second],

@@ -13,7 +13,15 @@ import pytest
 from load.codec import encode_frame_payload, encode_text, parse_server_payload, parse_text
 from load.plan import Shape, build_plan
 from load.scenarios import send_times
-from load.stats import LogHistogram, SocketLedger, Tally, Window, firm_expected, summarize
+from load.stats import (
+    LogHistogram,
+    SocketLedger,
+    Tally,
+    Window,
+    accounting_holds,
+    firm_expected,
+    summarize,
+)
 from load.wire import OP_TEXT, FrameParser, encode_client_frame, mask_payload
 
 SECOND = 1_000_000_000
@@ -79,26 +87,59 @@ def stamp(room: str, msg_id: str, send_s: float):
     return parse_text(encode_text("run", room, msg_id, int(send_s * SECOND)))
 
 
-def test_firm_window_ambiguous_deliveries_and_losses() -> None:
+def test_firm_window_window_of_doubt_and_outside_deliveries() -> None:
     tally = Tally(WINDOW)
-    # A socket that joined at 10 s and starts leaving at 20 s: firm for sends in [10, 18].
+    # A socket that joined at 10 s and starts leaving at 20 s: firm for sends in [10, 18],
+    # in doubt for sends in (18, 20].
     ledger = ledger_for(tally, "run-1", join_s=10)
-    sends = {"early": 9.5, "a": 11, "b": 15, "c": 17.9, "late": 19, "missing": 16}
+    sends = {"early": 9.5, "a": 11, "b": 15, "c": 17.9, "late": 19, "missing": 16,
+             "gone": 19.5, "after": 20.5, "never": 21}  # fmt: skip
     for send_s in sends.values():
         tally.sends.append(("run-1", int(send_s * SECOND)))
-    for msg_id in ("early", "a", "b", "c", "late"):  # "missing" never arrives
+    # "missing" (firm), "gone" (in doubt) and "never" (after the end) never arrive
+    for msg_id in ("early", "a", "b", "c", "late"):
         ledger.deliver(stamp("run-1", msg_id, sends[msg_id]), int((sends[msg_id] + 0.001) * SECOND))
     ledger.deliver(stamp("run-1", "b", 15), int(15.5 * SECOND))  # a second copy
     ledger.deliver(stamp("run-2", "x", 12), int(12.1 * SECOND))  # another room's message
     ledger.start_leaving(20 * SECOND)
-    assert tally.memberships == [("run-1", 10 * SECOND, 18 * SECOND)]
+    ledger.deliver(stamp("run-1", "after", 20.5), int(20.6 * SECOND))  # sent after the end
+    assert tally.memberships == [("run-1", 10 * SECOND, 18 * SECOND, 20 * SECOND)]
     result = summarize(tally)
-    # firm: a, b, c, missing -> 4 expected, 3 delivered; early and late are ambiguous
-    assert result["ambiguous"] == 2
-    assert (result["expected"], result["delivered"], result["lost"]) == (6, 5, 1)
+    # firm: a, b, c, missing -> 4 expected, 3 delivered, 1 lost; in doubt: late, gone -> 2
+    # expected, 1 delivered, 1 unconfirmed; early and after arrived from outside: 2 more.
+    assert (result["expected"], result["delivered"]) == (8, 6)
+    assert (result["lost"], result["unconfirmed"], result["ambiguous"]) == (1, 1, 3)
     assert (result["duplicated"], result["leaked"]) == (1, 1)
-    assert result["latency_samples"] == 5
+    assert result["latency_samples"] == 6
+    assert result["delivery_ratio"] == round(6 / 8, 6)
     assert result["accounting_consistent"]
+
+
+def test_a_socket_the_server_closed_has_a_short_window_of_doubt() -> None:
+    tally = Tally(WINDOW)
+    ledger = ledger_for(tally, "run-1", join_s=10)
+    # dropped 0.2 s before the close was noticed at 20 s, and one sent 0.05 s before it
+    for send_s in (19.8, 19.95):
+        tally.sends.append(("run-1", int(send_s * SECOND)))
+    ledger.start_leaving(20 * SECOND, grace_ns=SECOND // 10)
+    assert tally.memberships == [("run-1", 10 * SECOND, int(19.9 * SECOND), 20 * SECOND)]
+    assert (summarize(tally)["lost"], summarize(tally)["unconfirmed"]) == (1, 1)
+
+
+def test_no_end_has_a_longer_grace_than_the_ledger_settles_with() -> None:
+    tally = Tally(WINDOW)
+    ledger = ledger_for(tally, "run-1", join_s=0, grace_s=1)
+    ledger.deliver(stamp("run-1", "m1", 5), int(5.01 * SECOND))
+    ledger.deliver(stamp("run-1", "m2", 7), int(7.01 * SECOND))  # m1 is firm now
+    ledger.start_leaving(7 * SECOND, grace_ns=3 * SECOND)  # would have put m1 in doubt
+    assert tally.memberships == [("run-1", 0, 6 * SECOND, 7 * SECOND)]
+    assert tally.counters["delivered_firm"] == 1 and tally.counters["delivered_in_doubt"] == 1
+
+
+def test_the_identity_check_fails_when_a_delivery_ends_nowhere() -> None:
+    assert accounting_holds(expected=10, delivered=7, lost=2, unconfirmed=1)
+    assert not accounting_holds(expected=10, delivered=7, lost=2, unconfirmed=0)
+    assert not accounting_holds(expected=10, delivered=12, lost=-1, unconfirmed=-1)
 
 
 def test_pending_deliveries_become_firm_once_older_than_grace() -> None:
@@ -111,7 +152,8 @@ def test_pending_deliveries_become_firm_once_older_than_grace() -> None:
 
 
 def test_firm_expected_counts_members_at_send_time() -> None:
-    memberships = [("r", 0, 100), ("r", 50, 200), ("r", 300, 250), ("s", 0, 1000)]
+    memberships = [("r", 0, 100, 110), ("r", 50, 200, 400), ("r", 300, 250, 300),
+                   ("s", 0, 1000, 1000)]  # fmt: skip
     # the third window is empty (left within grace of joining) and counts for nothing
     sends = [("r", 10), ("r", 50), ("r", 100), ("r", 150), ("r", 260), ("s", 5), ("t", 5)]
     assert firm_expected(sends, memberships) == 1 + 2 + 2 + 1 + 0 + 1 + 0
@@ -164,6 +206,7 @@ def test_counts_are_exact_when_rooms_span_several_processes() -> None:
     assert result["lost"] == len(DROPPED)
     assert result["delivered"] == expected - len(DROPPED)
     assert (result["duplicated"], result["leaked"], result["ambiguous"]) == (0, 0, 0)
+    assert result["unconfirmed"] == 0 and result["accounting_consistent"]
     assert result["client_processes"] == 3 and result["client_cpu_s"] == 1.5
 
 

@@ -7,8 +7,10 @@ The streams hold what a run can see: several sockets of one room sharing a tally
 before a socket's join and during its close, copies of one message, messages from a
 look-alike room (leaks), foreign chat text, other JSON spacing and escapes, padding,
 error frames, garbage, sub-microsecond and negative latencies, a settle period before
-the measured window and sends after it. The fast side also settles and folds at random
-moments, as the client's monitor does every second.
+the measured window and sends after it. Sockets end as a run ends them: we close after
+the drain grace, after an early drain (a later firm end), or the server closes them (the
+short close grace). The fast side also settles and folds at random moments, as the
+client's monitor does every second.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from load.stats import (
 SECOND = 1_000_000_000
 RUN, ROOM = "ab12cd", "ab12cd-4"
 GRACE = 2 * SECOND
+CLOSE_GRACE = SECOND // 10
 T0 = 1_700_000_000 * SECOND
 # Sending starts at T0; the first second settles the server; 20 s are measured (a long
 # stream goes on for about 30 s).
@@ -87,27 +90,49 @@ def random_stream(rng: random.Random, count: int) -> list[tuple[int, bytes, int]
     return events
 
 
+def sends_of(events: list[tuple[int, bytes, int]]) -> list[tuple[str, int]]:
+    """The sends behind the stream: one per message of the room, whatever its copies."""
+    sends = {}
+    for _socket, frame, _recv_ns in events:
+        stamp, _problem = parse_server_payload(frame)
+        if stamp is not None and stamp.room == ROOM:
+            sends.setdefault(stamp.msg_id, stamp.send_ns)
+    return [(ROOM, send_ns) for send_ns in sends.values()]
+
+
 def plan_of(rng: random.Random, events: list[tuple[int, bytes, int]]) -> dict[str, Any]:
-    """When each socket joins and starts leaving, and when the monitor would fold."""
+    """When each socket joins and starts leaving, how (``ends``: the keyword arguments of
+    start_leaving), and when the monitor would fold."""
     last = events[-1][2]
     joins = [T0 + rng.randint(-SECOND // 2, SECOND) for _ in range(SOCKETS)]
     joins[2] = T0 + rng.randint(2 * SECOND, 8 * SECOND)  # joins while others send
     leaves = [rng.randint(T0 + 3 * SECOND, max(last, T0 + 3 * SECOND)) for _ in range(SOCKETS)]
     leaves[0] = last + SECOND  # one socket stays to the end
+    ends = [
+        rng.choice(
+            [
+                {},  # we close it after the drain
+                {"grace_ns": CLOSE_GRACE},  # the server closed it
+                {"firm_until_ns": leave - SECOND // 2},  # drained early
+            ]
+        )
+        for leave in leaves
+    ]
     folds = sorted(rng.randint(events[0][2], last) for _ in range(rng.randint(0, 12)))
-    return {"joins": joins, "leaves": leaves, "folds": folds}
+    return {"joins": joins, "leaves": leaves, "ends": ends, "folds": folds}
 
 
 def reference(events: list[tuple[int, bytes, int]], plan: dict[str, Any]):
     """SocketLedger, and the receive callback the client had before FastLedger."""
     tally = Tally(WINDOW)
+    tally.sends.extend(sends_of(events))
     ledgers = [SocketLedger(tally, ROOM, join, GRACE) for join in plan["joins"]]
     round_trips: list[float] = []
     problems: list[tuple[str, str]] = []
     for socket, frame, recv_ns in events:
         for number, ledger in enumerate(ledgers):
             if ledger.firm_until_ns is None and recv_ns >= plan["leaves"][number]:
-                ledger.start_leaving(plan["leaves"][number])
+                ledger.start_leaving(plan["leaves"][number], **plan["ends"][number])
         stamp, problem = parse_server_payload(frame)
         if stamp is not None:
             ledgers[socket].deliver(stamp, recv_ns)
@@ -120,13 +145,14 @@ def reference(events: list[tuple[int, bytes, int]], plan: dict[str, Any]):
             tally.error(kind, recv_ns)
             problems.append((kind, problem))
     for number, ledger in enumerate(ledgers):
-        ledger.start_leaving(plan["leaves"][number])
+        ledger.start_leaving(plan["leaves"][number], **plan["ends"][number])
     return tally, round_trips, problems
 
 
 def fast(events: list[tuple[int, bytes, int]], plan: dict[str, Any]):
     """FastLedger as the client runs it, settled and folded at the plan's moments."""
     tally = Tally(WINDOW)
+    tally.sends.extend(sends_of(events))
     round_trips: list[float] = []
     problems: list[tuple[str, str]] = []
     ledgers = [
@@ -152,10 +178,10 @@ def fast(events: list[tuple[int, bytes, int]], plan: dict[str, Any]):
             tally.fold()
         for number, ledger in enumerate(ledgers):
             if ledger.firm_until_ns is None and recv_ns >= plan["leaves"][number]:
-                ledger.start_leaving(plan["leaves"][number])
+                ledger.start_leaving(plan["leaves"][number], **plan["ends"][number])
         ledgers[socket].on_text(frame, recv_ns)
     for number, ledger in enumerate(ledgers):
-        ledger.start_leaving(plan["leaves"][number])
+        ledger.start_leaving(plan["leaves"][number], **plan["ends"][number])
     return tally, round_trips, problems
 
 
@@ -183,6 +209,22 @@ def differences(one: Tally, other: Tally) -> list[str]:
 SEEDS = range(24)
 
 
+def test_the_streams_end_sockets_every_way_and_leave_deliveries_in_doubt() -> None:
+    """Across the seeds: every kind of end, deliveries in doubt, and unconfirmed ones."""
+    kinds, in_doubt, unconfirmed = set(), 0, 0
+    for seed in SEEDS:
+        rng = random.Random(seed)
+        count = rng.choice([60, 1500, 3 * PENDING_FOLD])
+        events = random_stream(rng, count)
+        plan = plan_of(rng, events)
+        kinds.update(tuple(end) for end in plan["ends"])
+        tally = reference(events, plan)[0]
+        in_doubt += tally.counters["delivered_in_doubt"]
+        unconfirmed += summarize(tally)["unconfirmed"]
+    assert kinds == {(), ("grace_ns",), ("firm_until_ns",)}
+    assert in_doubt > 0 and unconfirmed > 0
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_fast_accounting_gives_the_reference_numbers(seed: int) -> None:
     rng = random.Random(seed)
@@ -194,11 +236,17 @@ def test_fast_accounting_gives_the_reference_numbers(seed: int) -> None:
     assert differences(ref_tally, fast_tally) == []
     assert fast_round_trips == ref_round_trips
     assert fast_problems == ref_problems
+    result = summarize(ref_tally)
+    assert result["accounting_consistent"], result
+    assert result["expected"] == result["delivered"] + result["lost"] + result["unconfirmed"]
     # The streams exercise what they claim to (every kind of count is non-zero).
     if count > 1000:
         counters = ref_tally.counters
-        for name in ("delivered_firm", "ambiguous", "duplicated", "leaked", "foreign"):
+        for name in ("delivered_firm", "delivered_outside", "duplicated", "leaked", "foreign"):
             assert counters[name] > 0, name
+        assert result["lost"] > 0
+        assert ref_tally.errors["bad_frame"] and ref_tally.errors["server_error_frame"]
+        assert ref_round_trips
         assert ref_tally.errors["bad_frame"] and ref_tally.errors["server_error_frame"]
         assert ref_round_trips
 

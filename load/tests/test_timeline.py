@@ -63,7 +63,7 @@ def test_each_second_shows_its_own_messages_and_adds_up_to_the_whole() -> None:
     assert rows[3]["p99_ms"] == 302  # that second's slowest message
     assert rows[-1]["connected"] == 2 and rows[-1]["sent"] == 0
     for row in rows.values():
-        assert row["delivered"] + row["lost"] == row["expected"]
+        assert row["delivered"] + row["lost"] + row["unconfirmed"] == row["expected"]
     measured = [rows[s] for s in (1, 2, 3)]
     result = summarize(tally)
     assert sum(r["lost"] for r in measured) == result["lost"]
