@@ -386,7 +386,8 @@ def time_to_steady(
 
 
 def _whole(row: Mapping[str, Any], users: int) -> bool:
-    return row["connected"] >= users and row["lost"] == 0
+    # Unconfirmed deliveries mean a socket of that second was gone: not whole either.
+    return row["connected"] >= users and row["lost"] == 0 and not row.get("unconfirmed")
 
 
 def fault_record(
@@ -403,6 +404,8 @@ def fault_record(
     inside = set(window_seconds(fault))
     lost_in = sum(row["lost"] for row in rows if row["t_s"] in inside)
     lost_out = sum(row["lost"] for row in rows if row["t_s"] not in inside)
+    unconfirmed_in = sum(row.get("unconfirmed", 0) for row in rows if row["t_s"] in inside)
+    unconfirmed_out = sum(row.get("unconfirmed", 0) for row in rows if row["t_s"] not in inside)
     recover_s, recovered_at = time_to_recover(rows, fault, users)
     steady_s = time_to_steady(rows, fault, users)
     record: dict[str, Any] = {
@@ -420,6 +423,9 @@ def fault_record(
         # Beyond the contract:
         "recovered_at_s": recovered_at,
         "time_to_steady_s": steady_s,
+        # expected at sockets that closed before it arrived (maybe lost), by send second
+        "unconfirmed_in_window": unconfirmed_in,
+        "unconfirmed_outside_window": unconfirmed_out,
         "injected": log is not None and log.injected,
         "injector_error": log.error if log is not None else None,
     }

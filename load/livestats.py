@@ -16,6 +16,8 @@ per-second counts. From those the master computes, every second:
   during a handshake or in a socket's window of doubt count as arrived here, so this can
   read a little low until the exact result at the end, never high (the exact result also
   says what was unconfirmed);
+* unconfirmed so far: for the same seconds, the deliveries expected in the window of doubt
+  of sockets that have closed (as in the final accounting) minus those that arrived;
 * p50/p99 of the messages sent in the last ``RECENT_S`` seconds, errors by kind, sockets.
 """
 
@@ -26,7 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from load.stats import LogHistogram, Members, Membership, Window, memberships_from
+from load.stats import (
+    RESULT_COUNTS,
+    LogHistogram,
+    Members,
+    Membership,
+    Window,
+    memberships_from,
+)
 
 SECOND_NS = 1_000_000_000
 RECENT_S = 5  # the window of the live percentiles
@@ -46,6 +55,8 @@ class Snapshot:
     received: dict[int, int]  # receipt second -> first copies received (cumulative)
     errors: dict[str, int]
     recent_latency: dict[int, dict[str, Any]]  # send second -> histogram (cumulative)
+    # send second -> first copies in a socket's window of doubt (cumulative)
+    in_doubt: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +69,7 @@ class Snapshot:
             "received": {str(k): v for k, v in self.received.items()},
             "errors": self.errors,
             "recent_latency": {str(k): v for k, v in self.recent_latency.items()},
+            "in_doubt": {str(k): v for k, v in self.in_doubt.items()},
         }
 
     @classmethod
@@ -72,6 +84,7 @@ class Snapshot:
             received={int(k): int(v) for k, v in data["received"].items()},
             errors={str(k): int(v) for k, v in data["errors"].items()},
             recent_latency={int(k): v for k, v in data["recent_latency"].items()},
+            in_doubt={int(k): int(v) for k, v in data.get("in_doubt", {}).items()},
         )
 
 
@@ -87,6 +100,7 @@ class LiveView:
     memberships: list[Membership] = field(default_factory=list)
     latest: dict[str, Snapshot] = field(default_factory=dict)
     settled_lost: dict[int, int] = field(default_factory=dict)
+    settled_unconfirmed: dict[int, int] = field(default_factory=dict)
 
     def add(self, snapshot: Snapshot) -> None:
         self.sends.extend(snapshot.sends)
@@ -98,7 +112,8 @@ class LiveView:
         return min([now_ns, *(s.at_ns for s in self.latest.values())])
 
     def _settle(self, now_ns: int) -> None:
-        """Compute lost for every send second whose drain has passed (once each)."""
+        """Compute lost and unconfirmed for every send second whose drain has passed
+        (once each)."""
         window = self.window
         drain_ns = round(self.drain_s * SECOND_NS)
         last = (self.covered_ns(now_ns) - drain_ns - window.start_ns) // SECOND_NS - 1
@@ -118,9 +133,15 @@ class LiveView:
             ]
         )
         for second, sends in by_second.items():
-            expected = sum(members.firm(room, send_ns) for room, send_ns in sends)
+            firm = in_doubt = 0
+            for room, send_ns in sends:
+                firm_here, in_doubt_here = members.at(room, send_ns)
+                firm += firm_here
+                in_doubt += in_doubt_here
             arrived = sum(s.arrived.get(second, 0) for s in self.latest.values())
-            self.settled_lost[second] = max(expected - arrived, 0)
+            arrived_in_doubt = sum(s.in_doubt.get(second, 0) for s in self.latest.values())
+            self.settled_lost[second] = max(firm - (arrived - arrived_in_doubt), 0)
+            self.settled_unconfirmed[second] = max(in_doubt - arrived_in_doubt, 0)
         # Sends of settled seconds are no longer needed.
         self.sends = [
             (room, ns)
@@ -151,6 +172,7 @@ class LiveView:
             "delivered_second": complete,
             "delivered": sum(sum(s.received.values()) for s in snapshots),
             "lost_so_far": sum(self.settled_lost.values()),
+            "unconfirmed_so_far": sum(self.settled_unconfirmed.values()),
             "p50_ms": percentiles["p50"],
             "p99_ms": percentiles["p99"],
             "latency_samples": recent.count,
@@ -173,9 +195,14 @@ def progress_line(view: Mapping[str, Any], label: str = "") -> str:
         f"{view['elapsed_s']:5.0f}/{view['total_s']:.0f} s  "
         f"delivered {view['delivered_per_s']:,}/s  "
         f"p50 {_ms(view['p50_ms'])}  p99 {_ms(view['p99_ms'])}  "
-        f"lost so far {view['lost_so_far']:,}  "
+        f"lost so far {view['lost_so_far']:,}{_unconfirmed_text(view)}  "
         f"errors {errors:,}  sockets {view['connected']:,}"
     )
+
+
+def _unconfirmed_text(view: Mapping[str, Any]) -> str:
+    unconfirmed = view.get("unconfirmed_so_far", 0)
+    return f" (+{unconfirmed:,} unconfirmed)" if unconfirmed else ""
 
 
 def tab_rows(latest: dict[str, Any] | None, result: dict[str, Any] | None) -> list[dict[str, str]]:
@@ -189,15 +216,15 @@ def tab_rows(latest: dict[str, Any] | None, result: dict[str, Any] | None) -> li
             {"measure": "elapsed", "value": f"{latest['elapsed_s']:.0f} of {latest['total_s']:.0f} s", "detail": "connect, send, drain"},  # noqa: E501
             {"measure": "delivered/s", "value": f"{latest['delivered_per_s']:,}", "detail": "first copies received in the last whole second all processes reported"},  # noqa: E501
             {"measure": "lost so far", "value": f"{latest['lost_so_far']:,}", "detail": "expected minus arrived, for sends whose drain has passed"},  # noqa: E501
+            {"measure": "unconfirmed so far", "value": f"{latest.get('unconfirmed_so_far', 0):,}", "detail": "expected at sockets that closed before it arrived (maybe lost)"},  # noqa: E501
             {"measure": f"p50 / p99 (last {RECENT_S} s)", "value": f"{_ms_text(latest['p50_ms'])} / {_ms_text(latest['p99_ms'])}", "detail": f"{latest['latency_samples']:,} deliveries"},  # noqa: E501
             {"measure": "errors", "value": f"{latest['errors']:,}", "detail": errors},
             {"measure": "connected sockets", "value": f"{latest['connected']:,}", "detail": f"{latest['processes']} load process(es)"},  # noqa: E501
         ]  # fmt: skip
     if result is not None:
-        for name in ("sent", "expected", "delivered", "lost", "duplicated", "leaked", "errors"):
-            rows.append(
-                {"measure": f"result: {name}", "value": f"{result[name]:,}", "detail": "exact"}
-            )
+        for name in RESULT_COUNTS:
+            value = result.get(name, 0)
+            rows.append({"measure": f"result: {name}", "value": f"{value:,}", "detail": "exact"})
         latency = result["latency_ms"]
         rows.append({
             "measure": "result: latency",

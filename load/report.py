@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from load.faults import failure as fault_failure
+from load.stats import RESULT_COUNTS
 
 Record = Mapping[str, Any]
 
@@ -43,6 +44,7 @@ RUN_COLUMNS: tuple[tuple[str, Callable[[Record], Any]], ...] = (
     ("expected", lambda r: r["expected"]),
     ("delivered", lambda r: r["delivered"]),
     ("lost", lambda r: r["lost"]),
+    ("unconf", lambda r: r.get("unconfirmed", 0)),
     ("dup", lambda r: r["duplicated"]),
     ("leaked", lambda r: r["leaked"]),
     ("errors", lambda r: r["errors"]),
@@ -89,6 +91,14 @@ def _steady_part(fault: Mapping[str, Any]) -> list[str]:
     return ["never steady again" if steady is None else f"steady {steady:g} s after"]
 
 
+def _unconfirmed_part(fault: Mapping[str, Any]) -> list[str]:
+    inside = fault.get("unconfirmed_in_window", 0)
+    outside = fault.get("unconfirmed_outside_window", 0)
+    if not inside and not outside:
+        return []
+    return [f"unconfirmed {inside} in the window, {outside} outside"]
+
+
 def fault_line(fault: Mapping[str, Any]) -> str:
     """What a fault did, in one line."""
     recover = fault["time_to_recover_s"]
@@ -98,6 +108,7 @@ def fault_line(fault: Mapping[str, Any]) -> str:
         f"dropped {fault['sockets_dropped']}, reconnects {fault['reconnects']} "
         f"(failed {fault['reconnect_failures']})",
         f"lost {fault['lost_in_window']} in the window, {fault['lost_outside_window']} outside",
+        *_unconfirmed_part(fault),
         "never recovered" if recover is None else f"recovered {recover:g} s after",
         *_steady_part(fault),
         f"server RSS {rss['before']} / {rss['peak']} / {rss['after']} MiB",
@@ -139,6 +150,12 @@ def problems(run: Record) -> list[str]:
         found.append(f"{failed_fault} (not a fault's result: left out of every median)")
     if run["lost"]:
         found.append(f"{run['lost']} of {run['expected']} expected deliveries lost")
+    if run.get("unconfirmed"):
+        found.append(
+            f"{run['unconfirmed']} of {run['expected']} expected deliveries unconfirmed: "
+            "expected at sockets that closed before they arrived, maybe lost (they count "
+            "against the delivery ratio)"
+        )
     if run["leaked"]:
         found.append(f"{run['leaked']} deliveries LEAKED into the wrong room")
     if run["duplicated"]:
@@ -153,7 +170,10 @@ def problems(run: Record) -> list[str]:
             + " (numbers show the client's limit, not the server's)"
         )
     if not run.get("accounting_consistent", True):
-        found.append("accounting inconsistent: a delivery matched no recorded send")
+        found.append(
+            "accounting inconsistent: expected is not delivered + lost + unconfirmed "
+            "(a delivery matched no recorded send)"
+        )
     if run.get("latency_trust"):
         found.append(run["latency_trust"])
     return found
@@ -196,6 +216,7 @@ def medians(runs: Sequence[Record]) -> list[dict[str, Any]]:
                 "client_cpu_us_per_delivery": med(lambda r: r.get("client_cpu_us_per_delivery")),
                 "server_cpu_us_per_delivery": med(lambda r: r.get("server_cpu_us_per_delivery")),
                 "lost": sum(r["lost"] for r in group),
+                "unconfirmed": sum(r.get("unconfirmed", 0) for r in group),
                 "leaked": sum(r["leaked"] for r in group),
                 "errors": sum(r["errors"] for r in group),
             }
@@ -216,6 +237,7 @@ def medians_table(rows: Sequence[Record]) -> str:
         "srv µs/d",
         "cli µs/d",
         "lost",
+        "unconf",
         "leaked",
         "errors",
     ]
@@ -232,6 +254,7 @@ def medians_table(rows: Sequence[Record]) -> str:
             _num(r["server_cpu_us_per_delivery"]),
             _num(r["client_cpu_us_per_delivery"]),
             str(r["lost"]),
+            str(r.get("unconfirmed", 0)),
             str(r["leaked"]),
             str(r["errors"]),
         ]
@@ -493,9 +516,12 @@ def html_report(summary: Mapping[str, Any]) -> str:
     if runs:
         body.append(_timelines(runs))
         body.append(
-            '<h2>Every run</h2><p class="note">Lost = expected - delivered after the '
-            "drain; leaked = arrived in a room other than the sender's; rows with any "
-            "loss, leak, duplicate, error or a saturated client are red.</p>"
+            '<h2>Every run</h2><p class="note">Lost = expected at a socket that was '
+            "still there and never delivered; unconf(irmed) = expected at a socket that "
+            "closed before it arrived, in the short time in which the client could not "
+            "yet know (maybe lost: it counts against the ratio); leaked = arrived in a "
+            "room other than the sender's; rows with any loss, unconfirmed delivery, "
+            "leak, duplicate, error or a saturated client are red.</p>"
         )
         body.append(_runs_table(runs))
     return (
@@ -556,6 +582,8 @@ def live_page(
         parts.append(
             _card("lost so far", f"{latest['lost_so_far']:,}", bad=latest["lost_so_far"] > 0)
         )
+        unconfirmed = latest.get("unconfirmed_so_far", 0)
+        parts.append(_card("unconfirmed so far", f"{unconfirmed:,}", bad=unconfirmed > 0))
         parts.append(_card("p50 (last seconds)", _ms(latest["p50_ms"]) + " ms"))
         parts.append(_card("p99 (last seconds)", _ms(p99) + " ms"))
         parts.append(_card("errors", f"{latest['errors']:,}", bad=latest["errors"] > 0))
@@ -583,8 +611,9 @@ def live_page(
         )
     else:
         parts.append("<h2>Result (exact, measured window)</h2><table>")
-        for name in ("sent", "expected", "delivered", "lost", "duplicated", "leaked", "errors"):
-            parts.append(f"<tr><th>{name}</th><td class='num'>{result[name]:,}</td><td></td></tr>")
+        for name in RESULT_COUNTS:
+            value = result.get(name, 0)
+            parts.append(f"<tr><th>{name}</th><td class='num'>{value:,}</td><td></td></tr>")
         parts.append(
             f"<tr><th>delivery ratio</th><td class='num'>{result['delivery_ratio']:.4f}</td>"
             "<td></td></tr>"

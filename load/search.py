@@ -133,7 +133,7 @@ class Objective:
             broke.append("misattributed")
         if run["errors"] > self.errors:
             broke.append("errors")
-        if run["lost"] > self.loss:
+        if run["lost"] + run.get("unconfirmed", 0) > self.loss:  # unconfirmed: may be lost
             broke.append("loss")
         p99 = run["latency_ms"]["p99"]
         if (p99 is None and run["expected"]) or (p99 is not None and p99 > self.p99_ms):

@@ -715,6 +715,17 @@ def firm_expected(sends: Iterable[tuple[str, int]], memberships: Iterable[Member
 
 
 LATENCY_NAMES = ("p50", "p90", "p95", "p99", "max")
+# The exact counts of a finished run, in the order the live page and tab show them.
+RESULT_COUNTS = (
+    "sent",
+    "expected",
+    "delivered",
+    "lost",
+    "unconfirmed",
+    "duplicated",
+    "leaked",
+    "errors",
+)
 CONNECT_NAMES = ("p50", "p95", "p99", "max")
 # A load generator above this CPU share of one core, or whose event loop wakes this late in
 # more than one sample in twenty, measures itself as much as the server. (p95, not p99: a

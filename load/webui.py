@@ -99,6 +99,7 @@ class Shipper:
                 for second, h in timeline.latency.items()
                 if current - RECENT_S - 1 <= second <= current
             },
+            in_doubt=dict(timeline.counts["in_doubt"]),
         )
 
 

@@ -25,12 +25,21 @@ from load.tests.test_plan import locust_like_parser
 USERS = 10
 
 
-def row(t_s: int, *, sent: int = 10, lost: int = 0, connected: int = USERS, p50: float = 5.0):
+def row(
+    t_s: int,
+    *,
+    sent: int = 10,
+    lost: int = 0,
+    unconfirmed: int = 0,
+    connected: int = USERS,
+    p50: float = 5.0,
+):
     return {
         "t_s": t_s,
         "sent": sent,
-        "delivered": sent * USERS - lost,
+        "delivered": sent * USERS - lost - unconfirmed,
         "lost": lost,
+        "unconfirmed": unconfirmed,
         "errors": 0,
         "connected": connected,
         "p50_ms": p50,
@@ -41,8 +50,9 @@ def row(t_s: int, *, sent: int = 10, lost: int = 0, connected: int = USERS, p50:
 def restart_timeline() -> list[dict]:
     """Redis down in seconds 3-4: losses there, sockets back during second 6, whole at 7."""
     rows = [row(t) for t in range(3)]
-    rows += [row(3, lost=60, connected=USERS), row(4, lost=100, connected=0)]
-    rows += [row(5, lost=20, connected=2), row(6, lost=5, connected=8), row(7), row(8)]
+    rows += [row(3, lost=60, unconfirmed=7, connected=USERS), row(4, lost=100, connected=0)]
+    rows += [row(5, lost=20, connected=2), row(6, lost=5, unconfirmed=2, connected=8)]
+    rows += [row(7), row(8)]
     rows += [row(9, sent=0), row(10, sent=0)]  # the drain: nothing sent, nothing to judge
     return rows
 
@@ -64,6 +74,7 @@ def test_losses_are_split_by_the_fault_window() -> None:
     )
     assert record["lost_in_window"] == 160
     assert record["lost_outside_window"] == 25
+    assert (record["unconfirmed_in_window"], record["unconfirmed_outside_window"]) == (7, 2)
     assert record["time_to_recover_s"] == 2.0  # second 7 starts 2 s after the fault ends
     assert record["recovered_at_s"] == 7
     assert record["server_tracebacks"] == 2
@@ -113,6 +124,9 @@ def test_never_recovered_is_null() -> None:
     assert time_to_recover(rows, fault, USERS) == (None, None)
     missing_one = [row(t, connected=USERS - 1 if t >= 3 else USERS) for t in range(10)]
     assert time_to_recover(missing_one, fault, USERS) == (None, None)
+    # a socket gone in every second (what it was sent is unconfirmed): never whole either
+    in_doubt = [row(t, unconfirmed=1 if t >= 3 else 0) for t in range(10)]
+    assert time_to_recover(in_doubt, fault, USERS) == (None, None)
     record = fault_record(
         fault, rows, users=USERS, counters={}, log=None, rss=RssReadings(), server_logs=[]
     )

@@ -181,3 +181,24 @@ def test_lost_waits_for_snapshots_taken_after_the_drain() -> None:
     view.add(replace(view.latest["a"], at_ns=104 * SECOND + 100_000_000, sends=[]))
     view.add(replace(view.latest["b"], at_ns=104 * SECOND + 100_000_000, sends=[]))
     assert view.view(104 * SECOND + 500_000_000)["lost_so_far"] == 1
+
+
+def test_unconfirmed_so_far_counts_the_window_of_doubt_of_closed_sockets() -> None:
+    """Room r: process b's socket was closed by the server; its membership ended at
+    101.3 s, firm until 101.2 s. Of a's messages at 101.1 s (firm) and 101.25 s (in doubt)
+    b got neither: one lost, one unconfirmed; a got both."""
+    view = LiveView(window=WINDOW, drain_s=2.0, test_start_ns=99 * SECOND, total_s=13.0)
+    sends = [("r", 101 * SECOND + 100_000_000), ("r", 101 * SECOND + 250_000_000)]
+    view.add(snapshot("a", sends=sends, open_sockets=[("r", 99 * SECOND)], arrived={1: 2}))
+    closed = ("r", 99 * SECOND, 101 * SECOND + 200_000_000, 101 * SECOND + 300_000_000)
+    view.add(snapshot("b", memberships=[closed]))
+    numbers = view.view(104 * SECOND + 500_000_000)
+    assert (numbers["lost_so_far"], numbers["unconfirmed_so_far"]) == (1, 1)
+    assert "lost so far 1 (+1 unconfirmed)" in progress_line(numbers)
+    # Deliveries in doubt that did arrive are neither.
+    view = LiveView(window=WINDOW, drain_s=2.0, test_start_ns=99 * SECOND, total_s=13.0)
+    view.add(snapshot("a", sends=sends, open_sockets=[("r", 99 * SECOND)], arrived={1: 2}))
+    view.add(snapshot("b", memberships=[closed], arrived={1: 1}, in_doubt={1: 1}))
+    numbers = view.view(104 * SECOND + 500_000_000)
+    assert (numbers["lost_so_far"], numbers["unconfirmed_so_far"]) == (1, 0)
+    assert "unconfirmed" not in progress_line(numbers)
