@@ -20,7 +20,22 @@ class Finished:
     stderr: str
 
     def summary(self, out: Path) -> dict[str, Any]:
-        return json.loads((out / "summary.json").read_text())
+        """``out/summary.json``, every run record's accounting checked on the way."""
+        summary = json.loads((out / "summary.json").read_text())
+        for record in summary.get("runs", []):
+            assert_accounting(record)
+        return summary
+
+
+def assert_accounting(record: dict[str, Any]) -> None:
+    """Every expected delivery of a run record ended in exactly one of delivered, lost or
+    unconfirmed, and the record says so itself."""
+    counts = {k: record[k] for k in ("expected", "delivered", "lost", "unconfirmed")}
+    assert counts["lost"] >= 0 and counts["unconfirmed"] >= 0, counts
+    assert counts["expected"] == counts["delivered"] + counts["lost"] + counts["unconfirmed"], (
+        counts
+    )
+    assert record["accounting_consistent"], counts
 
 
 def run_load(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Finished:
