@@ -305,8 +305,13 @@ class ChatUser(User):
                 return DROPPED
             # Drained early: everything sent has arrived, so nothing is still in flight.
             drained = process.drained.is_set()
+            leave_ns = process.clock.time_ns()
             ledger.start_leaving(
-                process.clock.time_ns(), firm_until_ns=process.window.until_ns if drained else None
+                leave_ns,
+                firm_until_ns=process.window.until_ns if drained else None,
+                # What others send this close to our own close races it (the server may
+                # take our close first): our doing, not the server's, so not expected.
+                end_ns=leave_ns - round(process.plan.close_grace_s * SECOND_NS),
             )
             self.close(connection, receiver)
             return DONE

@@ -9,9 +9,10 @@ the contract's numbers:
   while the server settles count in the per-second timeline alone;
 * each socket's membership is a record (room, join_ns, firm_until_ns, end_ns): it joined
   when its handshake completed (the tutorial consumer calls group_add before accept) and
-  ended at ``end_ns``, when it started to close or noticed that the server had closed it;
-  ``firm_until_ns`` is ``grace`` before that end (the drain for a socket we close, the
-  much shorter close grace for one the server closed; see load/README.md);
+  ended at ``end_ns``: when it noticed that the server had closed it (firm until the
+  short close grace before), or, for a socket we close, the close grace before we started
+  to close it (what is sent later races our own close; firm until the drain before);
+  see load/README.md;
 * a message is *expected* at every socket whose membership covers its send time;
   sent at or before ``firm_until_ns`` it ends *delivered* or *lost*; sent in the window
   of doubt (``firm_until_ns``, ``end_ns``] it ends *delivered* or *unconfirmed* (the
@@ -233,15 +234,19 @@ def memberships_from(rows: Iterable[Sequence[Any]]) -> list[Membership]:
 
 
 def membership_bounds(
-    join_ns: int, leave_ns: int, grace_ns: int, firm_until_ns: int | None
+    join_ns: int,
+    leave_ns: int,
+    grace_ns: int,
+    firm_until_ns: int | None = None,
+    end_ns: int | None = None,
 ) -> tuple[int, int]:
     """(firm_until_ns, end_ns) of a socket that joined at ``join_ns`` and left (or noticed
     its close) at ``leave_ns``: firm until ``grace_ns`` before leaving, or until
     ``firm_until_ns`` when the caller knows that nothing sent before then is still on its
-    way; never before the join (then the firm part is empty) nor after the end."""
+    way, never before the join (then the firm part is empty); expected until ``end_ns``
+    (default: until it left), never before the firm part ends."""
     firm_until = max(firm_until_ns or 0, leave_ns - grace_ns, join_ns - 1)
-    end = max(leave_ns, join_ns - 1)
-    return min(firm_until, end), end
+    return firm_until, max(leave_ns if end_ns is None else end_ns, firm_until)
 
 
 def delivery_class(send_ns: int, join_ns: int, firm_until_ns: int, end_ns: int) -> str:
@@ -425,16 +430,22 @@ class SocketLedger:
             tally.counters[CLASS_COUNTER[kind]] += 1
 
     def start_leaving(
-        self, leave_ns: int, *, firm_until_ns: int | None = None, grace_ns: int | None = None
+        self,
+        leave_ns: int,
+        *,
+        firm_until_ns: int | None = None,
+        grace_ns: int | None = None,
+        end_ns: int | None = None,
     ) -> None:
         """The socket starts to close, or noticed that it was closed, at ``leave_ns``: its
-        membership ends then. It is firm until ``grace_ns`` (default: the ledger's grace,
-        which is also the most it may be) before that, or until ``firm_until_ns`` when the
-        caller knows that nothing sent before then is still on its way."""
+        membership ends then, or at ``end_ns`` if given (the last send time still expected
+        of it). It is firm until ``grace_ns`` (default: the ledger's grace, which is also
+        the most it may be) before ``leave_ns``, or until ``firm_until_ns`` when the caller
+        knows that nothing sent before then is still on its way."""
         if self.firm_until_ns is not None:
             return
         grace = self.grace_ns if grace_ns is None else min(grace_ns, self.grace_ns)
-        firm_until, end = membership_bounds(self.join_ns, leave_ns, grace, firm_until_ns)
+        firm_until, end = membership_bounds(self.join_ns, leave_ns, grace, firm_until_ns, end_ns)
         self.firm_until_ns, self.end_ns = firm_until, end
         for send_ns in self.pending:
             self._count(send_ns, delivery_class(send_ns, self.join_ns, firm_until, end))
@@ -651,13 +662,18 @@ class FastLedger:
         self.pending = [ns for ns in pending if ns > horizon]
 
     def start_leaving(
-        self, leave_ns: int, *, firm_until_ns: int | None = None, grace_ns: int | None = None
+        self,
+        leave_ns: int,
+        *,
+        firm_until_ns: int | None = None,
+        grace_ns: int | None = None,
+        end_ns: int | None = None,
     ) -> None:
         """As ``SocketLedger.start_leaving``."""
         if self.firm_until_ns is not None:
             return
         grace = self.grace_ns if grace_ns is None else min(grace_ns, self.grace_ns)
-        firm_until, end = membership_bounds(self.join_ns, leave_ns, grace, firm_until_ns)
+        firm_until, end = membership_bounds(self.join_ns, leave_ns, grace, firm_until_ns, end_ns)
         self.firm_until_ns, self.end_ns = firm_until, end
         pending, self.pending = self.pending, []
         join = self.join_ns

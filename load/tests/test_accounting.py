@@ -126,6 +126,18 @@ def test_a_socket_the_server_closed_has_a_short_window_of_doubt() -> None:
     assert (summarize(tally)["lost"], summarize(tally)["unconfirmed"]) == (1, 1)
 
 
+def test_a_socket_we_close_expects_nothing_that_races_our_close() -> None:
+    tally = Tally(WINDOW)
+    ledger = ledger_for(tally, "run-1", join_s=10)
+    # none arrives: 3 s before our close (firm), 1 s before (in doubt), 0.05 s (racing it)
+    for send_s in (17, 19, 19.95):
+        tally.sends.append(("run-1", int(send_s * SECOND)))
+    ledger.start_leaving(20 * SECOND, end_ns=int(19.9 * SECOND))
+    assert tally.memberships == [("run-1", 10 * SECOND, 18 * SECOND, int(19.9 * SECOND))]
+    result = summarize(tally)
+    assert (result["expected"], result["lost"], result["unconfirmed"]) == (2, 1, 1)
+
+
 def test_no_end_has_a_longer_grace_than_the_ledger_settles_with() -> None:
     tally = Tally(WINDOW)
     ledger = ledger_for(tally, "run-1", join_s=0, grace_s=1)

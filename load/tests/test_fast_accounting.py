@@ -111,9 +111,10 @@ def plan_of(rng: random.Random, events: list[tuple[int, bytes, int]]) -> dict[st
     ends = [
         rng.choice(
             [
-                {},  # we close it after the drain
+                {},  # Locust stopped it
+                {"end_ns": leave - CLOSE_GRACE},  # we close it after the drain
                 {"grace_ns": CLOSE_GRACE},  # the server closed it
-                {"firm_until_ns": leave - SECOND // 2},  # drained early
+                {"firm_until_ns": leave - SECOND // 2, "end_ns": leave - CLOSE_GRACE},  # drained
             ]
         )
         for leave in leaves
@@ -221,7 +222,7 @@ def test_the_streams_end_sockets_every_way_and_leave_deliveries_in_doubt() -> No
         tally = reference(events, plan)[0]
         in_doubt += tally.counters["delivered_in_doubt"]
         unconfirmed += summarize(tally)["unconfirmed"]
-    assert kinds == {(), ("grace_ns",), ("firm_until_ns",)}
+    assert kinds == {(), ("end_ns",), ("grace_ns",), ("firm_until_ns", "end_ns")}
     assert in_doubt > 0 and unconfirmed > 0
 
 
