@@ -398,9 +398,10 @@ def _capacity_section(summary: Mapping[str, Any]) -> str:
     common = summary.get("common_load")
     parts = [
         "<h2>Capacity</h2>",
-        f"<p>The highest offered load each stack held with p99 ≤ {slo:g} ms, nothing lost and "
-        "no errors; every step's warm-up and measured window are its own. The shape (users, "
-        "rooms, messages per user per second) can be replayed by any client. “One step "
+        f"<p>The highest offered load each stack held with p99 ≤ {slo:g} ms, nothing lost or "
+        "unconfirmed, no errors; every step's warm-up and measured window are its own. "
+        "The shape (users, rooms, messages per user per second) can be replayed by any "
+        "client. “One step "
         "past” is what the stack did at the lowest load that broke the objective.</p>",
         _html_table(
             CAPACITY_HEADINGS, [_capacity_cells(e) for e in entries], text_columns=(0, 2, 8, 9)

@@ -63,6 +63,9 @@ class Acts:
     dropped_before_close: int = 0  # drops whose receiver the server then closed
     relayed_after_close: int = 0  # messages a closing socket still sent, relayed
     closes: list[tuple[str, int]] = field(default_factory=list)  # (room, close ns)
+    # From sending each close frame until the client's close reply had come and the TCP
+    # connection was closed: at most a round trip more than the client took to notice.
+    close_handshakes_ms: list[float] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -189,9 +192,14 @@ class MisbehavingServer:
         self.acts.closed += 1
         self.acts.closes.append((member.room, time.time_ns()))
         # Kept until done: the loop holds tasks only weakly.
-        task = asyncio.ensure_future(member.connection.close(1011, "closed on purpose"))
+        task = asyncio.ensure_future(self._close_handshake(member))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    async def _close_handshake(self, member: Member) -> None:
+        started = time.perf_counter()
+        await member.connection.close(1011, "closed on purpose")
+        self.acts.close_handshakes_ms.append((time.perf_counter() - started) * 1000)
 
 
 def _picks(every: int, number: int) -> bool:
@@ -210,4 +218,7 @@ async def _send(member: Member, payload: str) -> bool:
 
 def acts_dict(acts: Acts) -> dict[str, Any]:
     """The record as plain data (for a failing assertion's message)."""
-    return {k: v for k, v in vars(acts).items() if k != "closes"} | {"closes": len(acts.closes)}
+    lists = ("closes", "close_handshakes_ms")
+    return {k: v for k, v in vars(acts).items() if k not in lists} | {
+        name: len(getattr(acts, name)) for name in lists
+    }

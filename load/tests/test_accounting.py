@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from load import report
 from load.codec import encode_frame_payload, encode_text, parse_server_payload, parse_text
 from load.plan import Shape, build_plan
 from load.scenarios import send_times
@@ -269,3 +270,12 @@ def test_client_frames_are_masked_and_server_frames_parse_from_one_buffer() -> N
 @pytest.mark.parametrize("bad", [b"\xff\xfe", b'{"message": 3}'])
 def test_unusable_frames_are_problems_not_crashes(bad: bytes) -> None:
     assert parse_server_payload(bad)[0] is None
+
+
+def test_the_report_flags_unconfirmed_deliveries_like_losses() -> None:
+    run = {"layer": "redis", "scenario": "fanout", "expected": 100, "lost": 0,
+           "unconfirmed": 3, "leaked": 0, "duplicated": 0, "errors": 0,
+           "client_saturated": False, "accounting_consistent": True}  # fmt: skip
+    (problem,) = report.problems(run)
+    assert problem.startswith("3 of 100 expected deliveries unconfirmed")
+    assert report.problems({**run, "unconfirmed": 0}) == []
