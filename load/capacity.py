@@ -127,7 +127,7 @@ def step_line(label: str, record: Mapping[str, Any]) -> str:
         f"{record['delivered_per_s']:.0f} deliveries/s of "
         f"{record['offered_deliveries_per_s']:.0f}, "
         f"p99 {_ms(record['latency_ms']['p99'])}, lost {record['lost']}, "
-        f"errors {record['errors']}: {verdict}"
+        f"unconfirmed {record.get('unconfirmed', 0)}, errors {record['errors']}: {verdict}"
     )
 
 
@@ -164,6 +164,7 @@ def search_description(stack: Stack, base: Plan, settings: SearchSettings) -> di
         "duration_s": base.duration_s,
         "settle_s": base.settle_s,
         "drain_s": base.drain_s,
+        "close_grace_s": base.close_grace_s,
         "vary": settings.vary,
         "start": {"users": base.users, "rooms": base.rooms, "rate_per_user": base.rate},
     }
@@ -228,9 +229,11 @@ def behaviour(record: Mapping[str, Any]) -> str:
     """In words, what the stack did at a step that broke the objective."""
     parts = []
     if record["lost"]:
-        lost_share = 1 - record["delivery_ratio"]
+        lost_share = record["lost"] / record["expected"] if record["expected"] else 0.0
         silent = " without an error" if not record["errors"] else ""
         parts.append(f"lost {lost_share:.1%} of deliveries{silent}")
+    if record.get("unconfirmed"):
+        parts.append(f"{record['unconfirmed']:,} deliveries unconfirmed (their socket closed)")
     if record["errors"]:
         kinds = ", ".join(f"{k} {v}" for k, v in record.get("errors_by_kind", {}).items())
         parts.append(f"{record['errors']} errors ({kinds})")

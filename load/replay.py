@@ -84,6 +84,7 @@ def _plan_of(entry: Mapping[str, Any]) -> Plan:
         duration_s=entry["duration_s"],
         settle_s=entry["settle_s"],
         drain_s=entry["drain_s"],
+        close_grace_s=entry["close_grace_s"],
         message_bytes=entry["message_bytes"],
     )
 
