@@ -3,6 +3,7 @@
 nox -s tests          everything CI runs: app, browser and load smoke tests
 nox -s unit           the fast consumer tests, no browser
 nox -s e2e            the browser suite only
+nox -s heavy          the tests that measure load for minutes (left out of tests)
 nox -s bench          the main job: capacity of each layer, with charts
 nox -s capacity -- ... python -m load capacity ...
 nox -s serve -- ...   the chat on http://127.0.0.1:8000 (python services.py serve ...)
@@ -40,6 +41,14 @@ def unit(session: nox.Session) -> None:
 
 
 @nox.session
+def heavy(session: nox.Session) -> None:
+    """The tests that measure load for minutes (marker `heavy`), left out of `tests`: the
+    fidelity check at and past a capacity. Nightly in the workflow."""
+    install_project(session)
+    session.run("pytest", "--heavy", "-m", "heavy", *session.posargs)
+
+
+@nox.session
 def e2e(session: nox.Session) -> None:
     """The browser suite: the tutorial's part 4 tests and e2e/, headless Chromium."""
     install_project(session)
@@ -49,7 +58,7 @@ def e2e(session: nox.Session) -> None:
 # The main job: the capacity of the three everyday layers, the Redis layers also on two
 # servers (a layer that crosses processes should gain from a second one). About 5 minutes.
 MAIN_JOB = ("capacity", "--layers", "inmemory,redis,redis-pubsub", "--servers", "1,2")
-LOAD_COMMANDS = ("run", "bench", "capacity")
+LOAD_COMMANDS = ("run", "bench", "capacity", "replay")
 
 
 @nox.session

@@ -109,6 +109,7 @@ def probe_holds(result: dict, objective: Objective) -> bool:
     return result["lost"] == 0 and p99 is not None and p99 <= objective.p99_ms
 
 
+@pytest.mark.heavy
 def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path) -> None:
     """Fidelity at the limit. A short search finds InMemory's capacity; then, on a server
     of its own, the harness replays the capacity's shape while load.probe measures a small
