@@ -8,7 +8,6 @@ Small and short (about 10 s of sending each): the benchmark's own fault runs are
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 
 from backends import SERVER_CLASSES, SentinelServer, service_of
 from live import layer_param, missing_dependency
-from load.tests.helpers import ROOT, run_load
+from load.tests.helpers import ROOT, read_summary, run_load
 from mysite.environment import SERVICES
 from processes import MissingExecutable, wait_until
 
@@ -253,7 +252,7 @@ def test_a_fault_whose_server_had_already_gone_is_an_error(tmp_path: Path) -> No
     (line,) = [line for line in stderr_lines if "error" in line]
     assert "1 of 1 runs have no fault result" in line and "never fired" in line, line
     assert not any("Traceback" in line for line in stderr_lines), stderr_lines
-    (record,) = json.loads((out / "summary.json").read_text())["runs"]
+    (record,) = read_summary(out)["runs"]
     fault = record["fault"]
     assert fault["injected"] is False, fault
     assert "had already exited" in fault["injector_error"], fault

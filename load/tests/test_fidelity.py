@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from load.search import Objective
-from load.tests.helpers import ROOT, run_load
+from load.tests.helpers import ROOT, read_summary, run_load
 from services import ChatServer
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
@@ -85,7 +85,7 @@ def test_harness_median_latency_matches_an_independent_client(live_chat, tmp_pat
     harness_stdout, harness_stderr = harness.communicate(timeout=DURATION_S + 90)
     assert harness.returncode == 0, harness_stderr
     assert probe.returncode == 0, probe.stderr
-    (run,) = json.loads((out / "summary.json").read_text())["runs"]
+    (run,) = read_summary(out)["runs"]
     independent = json.loads(probe.stdout)
     assert run["lost"] == 0 and run["errors"] == 0 and run["leaked"] == 0
     assert independent["delivered"] == independent["expected"]
@@ -158,7 +158,7 @@ def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path
             )  # fmt: skip
             _, stderr = harness.communicate(timeout=90)
             assert harness.returncode == 0, stderr
-            (harness_runs[factor],) = json.loads((out / "summary.json").read_text())["runs"]
+            (harness_runs[factor],) = read_summary(out)["runs"]
         for factor in (0.8, 1.0, PAST):
             alone[factor] = json.loads(
                 subprocess.run(

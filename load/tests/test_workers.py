@@ -17,7 +17,6 @@ error does not move the median anyway.)
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from live import missing_dependency
-from load.tests.helpers import ROOT
+from load.tests.helpers import ROOT, read_summary
 from services import free_port
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
@@ -74,7 +73,7 @@ def run_with_workers(target: str, out: Path, *, shift_second: bool) -> dict:
                 process.wait(timeout=10)
         for log in logs:
             log.close()
-    return json.loads((out / "summary.json").read_text())
+    return read_summary(out)
 
 
 def distribution(summary: dict) -> str:
