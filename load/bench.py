@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from load.machine import MachineLog
 from load.measure import measure
 from load.plan import Plan
 from load.record import Stack
@@ -21,10 +23,12 @@ def bench(
     on_record: Callable[[dict[str, Any]], None],
     say: Callable[[str], None],
     progress: Callable[[str], Any] | None = None,
+    machine: MachineLog | None = None,
 ) -> list[dict[str, Any]]:
     """One run per stack and repeat, each on fresh servers; ``on_record`` sees each record
     as soon as it exists (so a later failure keeps what is done). ``progress(label)``
-    gives the live watcher of each run (load/progress.py)."""
+    gives the live watcher of each run (load/progress.py); ``machine`` takes the speed
+    index before and after each run."""
     records = []
     for number in range(1, repeat + 1):
         for stack in stacks:
@@ -32,7 +36,8 @@ def bench(
             run_dir = out / "runs" / label
             say(f"{label}: starting {stack.servers} {stack.asgi} ({stack.layer}, {stack.consumer})")
             sentinel = plan.fault is not None and plan.fault.kind == "redis-failover"
-            with LiveStack(stack, run_dir / "servers", sentinel=sentinel) as live:
+            calibrated = machine.around(label) if machine else contextlib.nullcontext()
+            with calibrated, LiveStack(stack, run_dir / "servers", sentinel=sentinel) as live:
                 record = measure(
                     plan.again(),
                     run_dir,

@@ -9,6 +9,7 @@ step past it, and the servers' CPU per delivery at a load that every stack held.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from load.machine import MachineLog
 from load.measure import measure
 from load.plan import Plan, Shape
 from load.record import Stack
@@ -25,6 +27,11 @@ from load.stack import LiveStack
 from load.summaries import read_capacity_summary
 
 VARY = ("rate", "users")
+# A step during which processes the harness did not start used more than this many cores
+# (other_cpu_cores) is measured once more; still over it, the step counts as contended.
+# A quarter of a core is an eighth of the 2-core machine the README's figures come from;
+# see load/README.md ("A busy machine") for what such a disturbance moved there.
+BUSY_OTHER_CORES = 0.25
 
 
 @dataclass(frozen=True)
@@ -70,13 +77,16 @@ def search_stack(
     on_record: Callable[[dict[str, Any]], None],
     say: Callable[[str], None],
     progress: Callable[[str], Any] | None = None,
+    machine: MachineLog | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One search on one stack: every step's record, and the stack's capacity entry.
-    ``progress(label)`` gives each step's live watcher (load/progress.py)."""
+    ``progress(label)`` gives each step's live watcher (load/progress.py); ``machine``
+    takes the speed index before and after the search."""
     search = settings.new_search(base.shape)
     records: list[dict[str, Any]] = []
     started = time.monotonic()
-    with LiveStack(stack, out / "runs" / label / "servers") as live:
+    calibrated = machine.around(label) if machine else contextlib.nullcontext()
+    with calibrated, LiveStack(stack, out / "runs" / label / "servers") as live:
         for number in range(1, settings.max_steps + 1):  # the search stops itself by then
             value = search.next_value()
             if value is None:
@@ -84,8 +94,14 @@ def search_stack(
             plan = base.with_shape(settings.shape_at(base.shape, value))
             run_dir = out / "runs" / label / f"step-{number:02d}"
             step = f"{label} step {number}"
-            record = measure(
-                plan, run_dir, stack=stack, live=live, progress=progress(step) if progress else None
+            record = measure_quietly(
+                plan,
+                run_dir,
+                stack=stack,
+                live=live,
+                progress=progress(step) if progress else None,
+                broken=settings.objective.broken,
+                say=say,
             )
             broke = settings.objective.broken(record)
             phase = search.next_phase
@@ -119,6 +135,42 @@ def search_stack(
     return records, entry
 
 
+def is_busy(record: Mapping[str, Any]) -> bool:
+    """Whether other work on the machine took more than BUSY_OTHER_CORES during the step
+    (unknown is not busy: there is nothing to say)."""
+    other = record.get("other_cpu_cores")
+    return other is not None and other > BUSY_OTHER_CORES
+
+
+def measure_quietly(
+    plan: Plan,
+    run_dir: Path,
+    *,
+    stack: Stack,
+    live: LiveStack,
+    progress: Any,
+    broken: Callable[[Mapping[str, Any]], list[str]],
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """One step; measured once more when the machine was busy (``is_busy``). The record
+    kept is the second one, with ``contended`` true if the machine was busy again and
+    ``busy_first_try`` the first try's other_cpu_cores (null: not measured again); the
+    first try's Locust files are kept beside, in ``run_dir``-busy."""
+    record = measure(plan, run_dir, stack=stack, live=live, progress=progress)
+    first_other = None
+    if is_busy(record):
+        first_other = record["other_cpu_cores"]
+        say(f"  the machine was busy ({first_other:.2f} cores of other work): measuring again")
+        if broken(record):
+            live.settle_down()  # the first try's backlog must not spill into the second
+        # the first try's Locust files move aside; the kept record's are in run_dir
+        run_dir.rename(run_dir.with_name(run_dir.name + "-busy"))
+        record = measure(plan.again(), run_dir, stack=stack, live=live, progress=progress)
+    record["contended"] = is_busy(record)
+    record["busy_first_try"] = first_other
+    return record
+
+
 def step_line(label: str, record: Mapping[str, Any]) -> str:
     verdict = "pass" if record["passed"] else "FAIL " + ",".join(record["broke"])
     return (
@@ -128,6 +180,11 @@ def step_line(label: str, record: Mapping[str, Any]) -> str:
         f"{record['offered_deliveries_per_s']:.0f}, "
         f"p99 {_ms(record['latency_ms']['p99'])}, lost {record['lost']}, "
         f"unconfirmed {record.get('unconfirmed', 0)}, errors {record['errors']}: {verdict}"
+        + (
+            f" (BUSY MACHINE: {record['other_cpu_cores']:.2f} cores of other work)"
+            if record.get("contended")
+            else ""
+        )
     )
 
 
@@ -205,6 +262,8 @@ def capacity_entry(
         "steps": len(records),
         "noisy_steps": sum(1 for r in records if r.get("noisy")),
         "search": records[0]["search"] if records else None,
+        "contended": any(r.get("contended") for r in records),
+        "contended_steps": [r["step"] for r in records if r.get("contended")],
     }
     return entry
 

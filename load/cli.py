@@ -35,6 +35,7 @@ from load.capacity import (
 )
 from load.clock import Clock
 from load.locust_run import LocustError
+from load.machine import MachineLog
 from load.measure import measure
 from load.plan import (
     Plan,
@@ -463,7 +464,8 @@ def command_bench(args: argparse.Namespace) -> int:
         except ValueError as error:
             raise BadInput(str(error)) from None
     out = args.out or default_out("bench")
-    summary: dict[str, Any] = {"harness": harness_info(), "runs": []}
+    machine = MachineLog()
+    summary: dict[str, Any] = {"harness": {**harness_info(), "machine": machine.record}, "runs": []}
 
     def keep(record: dict[str, Any]) -> None:
         summary["runs"].append(record)
@@ -471,7 +473,16 @@ def command_bench(args: argparse.Namespace) -> int:
         for problem in report.problems(record):
             say(f"  ! {problem}")
 
-    bench(plan, stacks, repeat=args.repeat, out=out, on_record=keep, say=say, progress=watcher)
+    bench(
+        plan,
+        stacks,
+        repeat=args.repeat,
+        out=out,
+        on_record=keep,
+        say=say,
+        progress=watcher,
+        machine=machine,
+    )
     write_outputs(out, summary)
     say(report.table(summary["runs"]))
     if args.repeat > 1:
@@ -527,7 +538,12 @@ def command_capacity(args: argparse.Namespace) -> int:
         if mismatch is not None:
             raise BadInput(f"--baseline {args.baseline}: {mismatch}")
     out = args.out or default_out("capacity")
-    summary: dict[str, Any] = {"harness": harness_info(), "runs": [], "capacity": []}
+    machine = MachineLog()
+    summary: dict[str, Any] = {
+        "harness": {**harness_info(), "machine": machine.record},
+        "runs": [],
+        "capacity": [],
+    }
     versions = summary["harness"]["packages"]
 
     def keep(record: dict[str, Any]) -> None:
@@ -551,6 +567,7 @@ def command_capacity(args: argparse.Namespace) -> int:
                 on_record=keep,
                 say=say,
                 progress=watcher,
+                machine=machine,
             )
             entry["versions"] = dict(versions)  # what a replay compares its own with
             entries.append(entry)

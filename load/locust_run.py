@@ -69,11 +69,13 @@ def run_locust(
     *,
     remote: RemoteWorkers | None = None,
     progress: Callable[[Path], AbstractContextManager[Any]] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> Tally:
     """Run ``plan``; Locust's CSV, HTML and log go to ``run_dir``. Returns the tally merged
     from every load process; the workers' clocks (remote workers only) go to
     ``run_dir/clocks.json`` (see ``read_clocks``). ``progress`` watches the master's
-    progress file while Locust runs."""
+    progress file while Locust runs; ``on_start(pid)`` is told the master's process id as
+    soon as it runs (its local workers are its children)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     results_file = results_path(run_dir)
     results_file.unlink(missing_ok=True)
@@ -95,6 +97,8 @@ def run_locust(
             start_new_session=True,
         )
         try:
+            if on_start is not None:
+                on_start(locust.pid)
             returncode = locust.wait(timeout=limit_s)
         except subprocess.TimeoutExpired:
             raise LocustError(

@@ -4,6 +4,7 @@ result is one run record."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from load.locust_run import read_clocks, results_path, run_locust
 from load.plan import Plan
 from load.record import ServerUsage, Stack, run_record
 from load.remote import RemoteWorkers
-from load.sampling import ServerSampler
+from load.sampling import MachineSampler, ServerSampler
 from load.stack import LiveStack
 from load.stats import timeline
+from load.wire import split_target
 
 
 def measure(
@@ -30,21 +32,45 @@ def measure(
 ) -> dict[str, Any]:
     """Run ``plan`` (against ``live``'s servers when given, else its own targets), with
     ``remote`` workers if given; ``progress`` watches it (see run_locust)."""
+    locust_pids: list[int] = []
     if live is None:
-        tally = run_locust(plan, run_dir, remote=remote, progress=progress)
-        return with_clocks(run_record(plan, tally, stack, ServerUsage()), read_clocks(run_dir))
+        machine = MachineSampler(lambda: locust_pids)
+        with machine:
+            tally = run_locust(
+                plan, run_dir, remote=remote, progress=progress, on_start=locust_pids.append
+            )
+        # A server on this machine is not the harness's, yet not "other" work either: its
+        # CPU cannot be told apart, so the figure is unknown.
+        other, steal = (None, None) if _served_here(plan) else machine.usage(tally.window)
+        usage = ServerUsage(other_cpu_cores=other, steal_cores=steal)
+        return with_clocks(run_record(plan, tally, stack, usage), read_clocks(run_dir))
     plan = plan.with_targets(live.targets)
     stack = replace(stack, software=live.description)
     sampler = ServerSampler(live.processes)
+    machine = MachineSampler(
+        lambda: [
+            *(stats.pid for stats in live.processes()),
+            *(stats.pid for stats in live.backend_processes()),
+            *locust_pids,
+        ]
+    )
     backend = ServerSampler(live.backend_processes) if live.backend_processes() else None
     injector = (
         faults.FaultInjector(plan.fault, plan, live, faults.start_file(results_path(run_dir)))
         if plan.fault is not None
         else None
     )
-    with sampler, backend or contextlib.nullcontext(), injector or contextlib.nullcontext():
-        tally = run_locust(plan, run_dir, remote=remote, progress=progress)
+    with (
+        sampler,
+        machine,
+        backend or contextlib.nullcontext(),
+        injector or contextlib.nullcontext(),
+    ):
+        tally = run_locust(
+            plan, run_dir, remote=remote, progress=progress, on_start=locust_pids.append
+        )
     window = tally.window
+    other, steal = machine.usage(window)
     first = window.second(sampler.samples[0].at_ns)
     last = window.second(sampler.samples[-1].at_ns)
     usage = ServerUsage(
@@ -55,6 +81,8 @@ def measure(
         rss_peak_mb=sampler.rss_peak_mb(),
         rss_before_mb=sampler.rss_at(sampler.samples[0].at_ns),
         per_second=sampler.per_second(window, range(first, last + 1)),
+        other_cpu_cores=other,
+        steal_cores=steal,
     )
     fault = None
     if plan.fault is not None:
@@ -69,6 +97,18 @@ def measure(
             server_logs=[server.log_text() for server in live.servers],
         )
     return with_clocks(run_record(plan, tally, stack, usage, fault), read_clocks(run_dir))
+
+
+def _served_here(plan: Plan) -> bool:
+    """Whether a target of ``plan`` is on this machine's loopback."""
+    for target in plan.targets:
+        host = split_target(target)[0]
+        if host == "localhost":
+            return True
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(host).is_loopback:
+                return True
+    return False
 
 
 def with_clocks(record: dict[str, Any], clocks: dict[str, Any] | None) -> dict[str, Any]:

@@ -15,16 +15,29 @@ from typing import Any
 from load.plan import Plan
 from load.stats import Tally, summarize, timeline
 
+# Every package the README's tables quote a version of (distribution names, as
+# importlib.metadata finds them); load/tests/test_machine.py checks each one is installed.
 PACKAGES = (
     "django",
     "channels",
     "channels-redis",
     "redis",
+    "channels-postgres",
+    "psycopg",
+    "psycopg-pool",
+    "channels-rabbitmq",
+    "carehare",
+    "channels-nats",
+    "nats-py",
     "daphne",
+    "twisted",  # what Daphne runs on
+    "autobahn",  # Daphne's WebSocket protocol
     "uvicorn",
+    "uvloop",  # Uvicorn's event loop (--loop auto)
+    "httptools",  # Uvicorn's HTTP parser (--http auto)
+    "websockets",
     "locust",
     "gevent",
-    "websockets",
     "psutil",
 )
 
@@ -64,6 +77,9 @@ class ServerUsage:
     rss_peak_mb: float | None = None
     rss_before_mb: float | None = None
     per_second: dict[int, dict[str, float | None]] | None = None
+    # the machine during the window (load/sampling.py's MachineSampler)
+    other_cpu_cores: float | None = None
+    steal_cores: float | None = None
 
 
 def harness_info() -> dict[str, Any]:
@@ -137,6 +153,8 @@ def run_record(
                 if usage.backend_cpu_s is not None and delivered
                 else None
             ),
+            "other_cpu_cores": usage.other_cpu_cores,
+            "steal_cores": usage.steal_cores,
             "server_software": stack.software,
             "targets": list(plan.targets),
             "run_id": plan.run_id,

@@ -286,7 +286,19 @@ def capacity_line(entry: Record) -> str:
         "client": "the load generator (a lower bound: the server may hold more)",
         "max": "nothing: the highest step asked for passed",
     }.get(entry["limited_by"], entry["limited_by"])
-    return f"{name}: {held}, limited by {limit}{after}"
+    return f"{name}: {held}, limited by {limit}{after}{busy_note(entry)}"
+
+
+def busy_note(entry: Record) -> str:
+    """The plain warning of a capacity measured on a busy machine ("" for a quiet one)."""
+    if not entry.get("contended"):
+        return ""
+    steps = ", ".join(str(step) for step in entry.get("contended_steps", []))
+    return (
+        f". BUSY MACHINE: processes the harness did not start kept the CPU busy during "
+        f"step(s) {steps}, busy again when measured a second time; this figure is from a "
+        "busy machine, not a quiet one"
+    )
 
 
 CAPACITY_HEADINGS = (
@@ -343,6 +355,7 @@ tr.problem td { text-align: left; color: #b00; font-weight: bold; }
 details { margin: 0.4em 0; }
 summary { cursor: pointer; }
 p.note { color: #555; font-size: 13px; }
+p.busy { color: #b00; font-weight: bold; }
 """
 
 
@@ -406,6 +419,11 @@ def _capacity_section(summary: Mapping[str, Any]) -> str:
         _html_table(
             CAPACITY_HEADINGS, [_capacity_cells(e) for e in entries], text_columns=(0, 2, 8, 9)
         ),
+    ]
+    parts += [
+        f'<p class="busy">⚠ {html.escape(_stack(e) + busy_note(e))}.</p>'
+        for e in entries
+        if e.get("contended")
     ]
     if common:
         parts.append(

@@ -1,16 +1,23 @@
-"""CPU time and memory of the servers under test, sampled in a thread while a run goes on.
+"""CPU time and memory sampled in a thread while a run goes on: the servers under test
+(``ServerSampler``) and the whole machine (``MachineSampler``: how busy it was with work
+the harness did not start).
 
-Readings come from ``services.ProcessStats`` (psutil). A value that could not be read is
-None, never 0, and so is any figure computed from it.
+Readings come from psutil (``services.ProcessStats`` for the servers). A value that could
+not be read is None, never 0, and so is any figure computed from it.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import psutil
 
 from load.stats import SECOND_NS, Window
 from services import ProcessStats
@@ -25,19 +32,44 @@ class Sample:
     rss_mb: float | None  # resident memory of the servers running now, summed
 
 
-class ServerSampler:
+class _PeriodicSampler:
+    """``with sampler:`` calls ``sample()`` at once, every ``period_s`` in a thread, and
+    once more at the end."""
+
+    def __init__(self, period_s: float, name: str) -> None:
+        self._period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def sample(self) -> object:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._period_s):
+            self.sample()
+
+    def __enter__(self):
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sample()
+
+
+class ServerSampler(_PeriodicSampler):
     """Samples the processes ``processes()`` returns (it may change: a server restarted
     after a kill is a new process; the CPU of the old one stays counted)."""
 
     def __init__(
         self, processes: Callable[[], Sequence[ProcessStats]], period_s: float = SAMPLE_PERIOD_S
     ) -> None:
+        super().__init__(period_s, "server-sampler")
         self._processes = processes
-        self._period_s = period_s
         self._cpu_by_pid: dict[int, float] = {}
         self.samples: list[Sample] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="server-sampler", daemon=True)
 
     def sample(self) -> Sample:
         rss_total: float | None = 0.0
@@ -53,20 +85,6 @@ class ServerSampler:
         sample = Sample(time.time_ns(), cpu_total, rss_total)
         self.samples.append(sample)
         return sample
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._period_s):
-            self.sample()
-
-    def __enter__(self) -> ServerSampler:
-        self.sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sample()
 
     # ------------------------------------------------------------ reading the samples
 
@@ -113,3 +131,90 @@ class ServerSampler:
                 "server_rss_mb": self.rss_peak_mb(start, start + SECOND_NS),
             }
         return rows
+
+
+# ---------------------------------------------------------------- the whole machine
+
+# psutil.cpu_times() fields that are not busy time of this machine: idle and waiting, time
+# the hypervisor gave to another guest (steal), and Linux's guest times, which the kernel
+# already counts inside user and nice (counting them again would double them).
+NOT_BUSY = ("idle", "iowait", "steal", "guest", "guest_nice")
+# Fewer seconds than this between the first and last sample inside a window: too short a
+# span to say anything (two readings 10 ms ticks apart would swing wildly).
+MIN_SPAN_S = 0.5
+
+
+@dataclass(frozen=True)
+class MachineSample:
+    at_ns: int
+    busy_s: float  # CPU seconds the whole machine spent busy since boot, every core summed
+    steal_s: float | None  # seconds stolen by the hypervisor since boot; None: not reported
+    harness_s: float  # CPU seconds used so far by the processes the harness started
+
+
+def busy_seconds(times: Any) -> tuple[float, float | None]:
+    """(busy, steal) CPU seconds of a ``psutil.cpu_times()`` reading, every core summed."""
+    fields = times._asdict()
+    busy = sum(value for name, value in fields.items() if name not in NOT_BUSY)
+    return busy, fields.get("steal")
+
+
+def machine_usage(
+    samples: Sequence[MachineSample], start_ns: int, end_ns: int
+) -> tuple[float | None, float | None]:
+    """(other_cpu_cores, steal_cores) between ``start_ns`` and ``end_ns``: the mean CPU, in
+    cores, that processes the harness did not start used, and the mean steal, over the
+    widest span of samples inside the window. None when fewer than two samples span at
+    least MIN_SPAN_S, and steal None when the kernel does not report it."""
+    inside = [s for s in samples if start_ns <= s.at_ns <= end_ns]
+    if len(inside) < 2 or (inside[-1].at_ns - inside[0].at_ns) / SECOND_NS < MIN_SPAN_S:
+        return None, None
+    first, last = inside[0], inside[-1]
+    wall_s = (last.at_ns - first.at_ns) / SECOND_NS
+    other_s = (last.busy_s - first.busy_s) - (last.harness_s - first.harness_s)
+    # The machine's counters and each process's are read a few microseconds apart and
+    # move in 10 ms ticks: on a quiet machine the difference can come out slightly below 0.
+    other = round(max(0.0, other_s) / wall_s, 3)
+    if first.steal_s is None or last.steal_s is None:
+        return other, None
+    return other, round((last.steal_s - first.steal_s) / wall_s, 3)
+
+
+class MachineSampler(_PeriodicSampler):
+    """Samples the machine's busy CPU and the CPU of every process the harness started:
+    this process (alone: under pytest its other children are not the harness's) and each
+    process ``roots()`` names with all its descendants (servers, backends, Locust). The
+    CPU of a process that exited stays counted up to its last sample."""
+
+    def __init__(
+        self, roots: Callable[[], Iterable[int]], period_s: float = SAMPLE_PERIOD_S
+    ) -> None:
+        super().__init__(period_s, "machine-sampler")
+        self._roots = roots
+        self._own = psutil.Process(os.getpid())
+        # keyed by (pid, start time): a pid the kernel reuses is another process
+        self._cpu_by_process: dict[tuple[int, float], float] = {}
+        self.samples: list[MachineSample] = []
+
+    def _harness_processes(self) -> list[psutil.Process]:
+        found = {self._own.pid: self._own}
+        for pid in tuple(self._roots()):
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                for process in (root, *root.children(recursive=True)):
+                    found.setdefault(process.pid, process)
+        return list(found.values())
+
+    def sample(self) -> MachineSample:
+        for process in self._harness_processes():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                self._cpu_by_process[process.pid, process.create_time()] = times.user + times.system
+        busy, steal = busy_seconds(psutil.cpu_times())
+        sample = MachineSample(time.time_ns(), busy, steal, sum(self._cpu_by_process.values()))
+        self.samples.append(sample)
+        return sample
+
+    def usage(self, window: Window) -> tuple[float | None, float | None]:
+        """(other_cpu_cores, steal_cores) over ``window``'s measured part."""
+        return machine_usage(self.samples, window.measure_from_ns, window.until_ns)
