@@ -263,7 +263,8 @@ def capacity_entry(
         "noisy_steps": sum(1 for r in records if r.get("noisy")),
         "search": records[0]["search"] if records else None,
         "contended": any(r.get("contended") for r in records),
-        "contended_steps": [r["step"] for r in records if r.get("contended")],
+        "contended_steps": sum(1 for r in records if r.get("contended")),
+        "contended_step_numbers": [r["step"] for r in records if r.get("contended")],
     }
     return entry
 

@@ -154,7 +154,12 @@ def run_record(
                 else None
             ),
             "other_cpu_cores": usage.other_cpu_cores,
-            "steal_cores": usage.steal_cores,
+            # steal as a share of all the machine's CPU time (the contract's steal_share)
+            "steal_share": (
+                round(usage.steal_cores / (os.cpu_count() or 1), 4)
+                if usage.steal_cores is not None
+                else None
+            ),
             "server_software": stack.software,
             "targets": list(plan.targets),
             "run_id": plan.run_id,

@@ -293,7 +293,7 @@ def busy_note(entry: Record) -> str:
     """The plain warning of a capacity measured on a busy machine ("" for a quiet one)."""
     if not entry.get("contended"):
         return ""
-    steps = ", ".join(str(step) for step in entry.get("contended_steps", []))
+    steps = ", ".join(str(step) for step in entry.get("contended_step_numbers", []))
     return (
         f". BUSY MACHINE: processes the harness did not start kept the CPU busy during "
         f"step(s) {steps}, busy again when measured a second time; this figure is from a "
