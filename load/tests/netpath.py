@@ -57,7 +57,7 @@ def require_netns() -> None:
     if os.geteuid() != 0:
         raise NetPathUnavailable(
             "network namespaces need root: run this test as root "
-            "(sudo -E env PATH=$PATH python -m pytest -m netns ...)"
+            "(sudo -E env PATH=$PATH python -m pytest load/tests/test_netns_workers.py)"
         )
     probe = f"chatload-probe-{os.getpid()}"
     try:

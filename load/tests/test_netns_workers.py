@@ -140,13 +140,12 @@ def test_offsets_stay_within_their_bounds_on_delayed_paths(
     for worker, truth in ((near_worker, 0.0), (far_worker, SHIFT_MS)):
         error = worker["clock_offset_ms"] - truth
         assert abs(error) <= worker["clock_uncertainty_ms"], worker_line(worker)
-        assert abs(error) <= worker["clock_error_bound_ms"], worker_line(worker)
     # And the path is what the test says: the far estimate carries the bias, the near none.
     far_error = far_worker["clock_offset_ms"] - SHIFT_MS
     assert abs(far_error - bias_ms(FAR)) <= BIAS_SLACK_MS, worker_line(far_worker)
     assert abs(near_worker["clock_offset_ms"] - bias_ms(NEAR)) <= BIAS_SLACK_MS
 
-    # A bound wider than the median it qualifies is said, in summary.json and the report.
+    # A bound wider than the median it qualifies is said: summary.json, terminal, report.
     accuracy = summary["harness"]["latency_accuracy_ms"]
     assert accuracy >= near_worker["clock_uncertainty_ms"] + far_worker["clock_uncertainty_ms"]
     if accuracy > p50:
@@ -154,7 +153,8 @@ def test_offsets_stay_within_their_bounds_on_delayed_paths(
         assert note and "cannot be trusted" in note and f"±{accuracy:.3f} ms" in note, note
         assert summary["harness"]["latency_trust"] == note
         assert html.escape(note) in (out / "report.html").read_text()
-    else:  # a p50 above some 20 ms: a machine too busy to show the case, but never a note
+        assert note in stdout  # the terminal table's problems
+    else:  # a p50 above the ~43 ms bound: too busy a machine to show the case; no note then
         assert run["latency_trust"] is None
 
     assert run["errors"] == 0, run["errors_by_kind"]
