@@ -25,7 +25,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 CLONE_NEWNET = 0x40000000
@@ -164,7 +164,9 @@ class Relay:
     async def _serve(self) -> None:
         self.server = await asyncio.start_server(self._connect, sock=self.listener)
 
-    async def _connect(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter):
+    async def _connect(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
         try:
             upstream_in, upstream_out = await asyncio.wait_for(
                 asyncio.open_connection(*self.upstream), COMMAND_TIMEOUT_S
@@ -249,7 +251,6 @@ class NetPath:
     host_address: str
     address: str
     delay: Delay
-    relays: list[Relay] = field(default_factory=list)
 
 
 class NetPaths:
