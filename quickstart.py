@@ -52,7 +52,14 @@ SERVERS = {
     "faketime": "faketime",
 }
 SYSTEM_NEEDS = {
-    "tests": {**SERVERS, "chromium": "chromium", "chromedriver": "chromium-driver"},
+    # ip and tc: remote workers in network namespaces of the tests' own (load/tests/netpath.py)
+    "tests": {
+        **SERVERS,
+        "chromium": "chromium",
+        "chromedriver": "chromium-driver",
+        "ip": "iproute2",
+        "tc": "iproute2",
+    },
     "bench": SERVERS,
     "serve": {},
 }
@@ -83,7 +90,10 @@ def installed(executable: str) -> bool:
 
 
 def missing_packages(command: str) -> list[str]:
-    missing = [pkg for exe, pkg in SYSTEM_NEEDS[command].items() if not installed(exe)]
+    # dict.fromkeys: one package may bring several executables (iproute2: ip and tc)
+    missing = list(
+        dict.fromkeys(pkg for exe, pkg in SYSTEM_NEEDS[command].items() if not installed(exe))
+    )
     if not VENV.exists() and not venv_can_be_made():
         missing.append(f"python3.{sys.version_info.minor}-venv")
     return missing
