@@ -1,8 +1,8 @@
 """``python -m load capacity``: how much each stack holds, where it breaks, and how.
 
 For each stack (layer, servers, ASGI server) a ``CapacitySearch`` picks the offered loads;
-each step is one measured run on the stack's servers (after a step that failed, the next
-waits until the servers have worked off its backlog). The result per stack is a
+each step is one measured run on fresh servers of the stack (started again, with the
+backend emptied, before every step but the first). The result per stack is a
 ``capacity`` entry: the shape that held (replayable by any client), what broke first one
 step past it, and the servers' CPU per delivery at a load that every stack held.
 """
@@ -91,6 +91,10 @@ def search_stack(
             value = search.next_value()
             if value is None:
                 break
+            if number > 1:
+                # Each step on fresh servers and an empty backend: what an earlier step
+                # left behind must not decide this one (LiveStack.start_afresh says why).
+                live.start_afresh()
             plan = base.with_shape(settings.shape_at(base.shape, value))
             run_dir = out / "runs" / label / f"step-{number:02d}"
             step = f"{label} step {number}"
@@ -115,13 +119,12 @@ def search_stack(
                     "broke": broke,
                     "varied": settings.vary,
                     "locust_files": f"runs/{label}/step-{number:02d}/",
+                    "server_pids": [server.pid for server in live.servers],
                 }
             )
             records.append(record)
             on_record(record)
             say(step_line(label, record))
-            if broke:
-                record["servers_restarted"] = not live.settle_down()
     for step, record in zip(search.steps, records, strict=True):
         record["noisy"] = step.noisy
     result = search.result()

@@ -1,0 +1,64 @@
+"""Every capacity step starts from the state the first one had: fresh chat servers and,
+where the stack started its own Redis, an empty one (LiveStack.start_afresh says why). A
+Redis given by URL is never emptied. (The spread this removes is measured by the
+benchmark load/experiments/repeatability.py, not here.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from load.capacity import SearchSettings, search_stack
+from load.plan import Shape, build_plan
+from load.record import Stack
+from load.search import Objective
+from load.stack import LiveStack
+from services import RedisServer
+
+pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
+
+
+def test_a_step_after_a_failing_step_runs_on_fresh_servers(tmp_path: Path) -> None:
+    plan = build_plan("fanout", Shape(users=10, rooms=2, rate=2.0), ["ws://127.0.0.1:1"],
+                      duration_s=1.0, settle_s=0.5, drain_s=0.5)  # fmt: skip
+    # No latency meets a zero p99, so the first step fails and the second (its
+    # confirmation) is measured right after a failing one.
+    settings = SearchSettings(Objective(p99_ms=0.0), max_steps=2)
+    records, _entry = search_stack(
+        Stack("inmemory"), plan, settings, out=tmp_path, label="fresh",
+        on_record=lambda record: None, say=lambda line: None,
+    )  # fmt: skip
+    assert [(r["phase"], r["passed"]) for r in records] == [("ramp", False), ("confirm", False)]
+    first, second = (record["server_pids"] for record in records)
+    assert len(first) == len(second) == 1
+    assert first != second, "the step after a failing step ran on the same server process"
+    assert all(record["delivered"] == record["expected"] > 0 for record in records)
+
+
+def test_start_afresh_empties_the_stacks_own_redis(tmp_path: Path) -> None:
+    with LiveStack(Stack("redis"), tmp_path) as live:
+        server = live.backend.server
+        client = redis.Redis(host=server.host, port=server.port)
+        client.set("left:by:an:earlier:step", "1")
+        before = [s.pid for s in live.servers]
+        live.start_afresh()
+        assert client.dbsize() == 0
+        assert [s.pid for s in live.servers] != before
+        client.close()
+
+
+def test_start_afresh_leaves_a_redis_given_by_url_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test's own redis-server stands for a server the user shares with others.
+    with RedisServer.start() as users_redis:
+        monkeypatch.setenv("REDIS_URL", users_redis.url)
+        client = redis.Redis(host=users_redis.host, port=users_redis.port)
+        client.set("someone:elses:data", "1")
+        with LiveStack(Stack("redis"), tmp_path) as live:
+            assert live.backend.server is None  # the URL's server, not one of the stack's
+            live.start_afresh()
+        assert client.get("someone:elses:data") == b"1"
+        client.close()
