@@ -300,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"that reaches it reports limited_by steps (default {DEFAULT_MAX_STEPS})",
     )
     capacity.add_argument(
+        "--resolution",
+        type=_fraction,
+        default=SearchSettings.resolution,
+        metavar="FRACTION",
+        help="narrow until the highest passing and the lowest failing step are within this "
+        "share of each other; 0.1 costs a step more per search and halves how far two "
+        f"searches that disagree on one step lie apart (default {SearchSettings.resolution:g})",
+    )
+    capacity.add_argument(
         "--baseline",
         type=Path,
         default=None,
@@ -531,6 +540,7 @@ def command_capacity(args: argparse.Namespace) -> int:
         vary=args.vary,
         ramp_steps=args.ramp_steps,
         max_steps=args.max_steps,
+        resolution=args.resolution,
     )
     if baseline is not None:
         planned = [search_description(stack, plan, settings) for stack in stacks]

@@ -38,6 +38,7 @@ pytestmark = pytest.mark.load
         (["capacity", "--slo-p99-ms", "0"], "must be more than 0"),
         (["capacity", "--vary", "speed"], "invalid choice"),
         (["capacity", "--max-drop", "1.5"], "must be between 0 and 1"),
+        (["capacity", "--resolution", "1"], "must be between 0 and 1"),
         (["capacity", "--servers", "1,0"], "'0' must be at least 1"),
         (["run", "--target", "ws://127.0.0.1:1", "--workers", "2"], "go together"),
         (
@@ -144,6 +145,7 @@ def test_help_explains_every_flag() -> None:
                 "--baseline",
                 "--max-drop",
                 "--max-steps",
+                "--resolution",
                 "--settle",
                 "--message-bytes",
             ),
