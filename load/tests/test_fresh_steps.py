@@ -20,6 +20,10 @@ from services import RedisServer
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
 
 
+def chat_stack(layer: str) -> Stack:
+    return Stack(layer, servers=1, consumer="async", asgi="daphne")
+
+
 def test_a_step_after_a_failing_step_runs_on_fresh_servers(tmp_path: Path) -> None:
     plan = build_plan("fanout", Shape(users=10, rooms=2, rate=2.0), ["ws://127.0.0.1:1"],
                       duration_s=1.0, settle_s=0.5, drain_s=0.5)  # fmt: skip
@@ -27,7 +31,7 @@ def test_a_step_after_a_failing_step_runs_on_fresh_servers(tmp_path: Path) -> No
     # confirmation) is measured right after a failing one.
     settings = SearchSettings(Objective(p99_ms=0.0), max_steps=2)
     records, _entry = search_stack(
-        Stack("inmemory"), plan, settings, out=tmp_path, label="fresh",
+        chat_stack("inmemory"), plan, settings, out=tmp_path, label="fresh",
         on_record=lambda record: None, say=lambda line: None,
     )  # fmt: skip
     assert [(r["phase"], r["passed"]) for r in records] == [("ramp", False), ("confirm", False)]
@@ -38,7 +42,7 @@ def test_a_step_after_a_failing_step_runs_on_fresh_servers(tmp_path: Path) -> No
 
 
 def test_start_afresh_empties_the_stacks_own_redis(tmp_path: Path) -> None:
-    with LiveStack(Stack("redis"), tmp_path) as live:
+    with LiveStack(chat_stack("redis"), tmp_path) as live:
         server = live.backend.server
         client = redis.Redis(host=server.host, port=server.port)
         client.set("left:by:an:earlier:step", "1")
@@ -57,7 +61,7 @@ def test_start_afresh_leaves_a_redis_given_by_url_alone(
         monkeypatch.setenv("REDIS_URL", users_redis.url)
         client = redis.Redis(host=users_redis.host, port=users_redis.port)
         client.set("someone:elses:data", "1")
-        with LiveStack(Stack("redis"), tmp_path) as live:
+        with LiveStack(chat_stack("redis"), tmp_path) as live:
             assert live.backend.server is None  # the URL's server, not one of the stack's
             live.start_afresh()
         assert client.get("someone:elses:data") == b"1"
