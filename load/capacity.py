@@ -42,7 +42,10 @@ class SearchSettings:
     vary: str = "rate"  # "rate": messages per user per second; "users": sockets, room size kept
     factor: float = 2.0
     ramp_steps: int = 8
-    resolution: float = 0.2
+    # 0.1, not 0.2: with 20 % two searches that disagree only on one marginal step lie
+    # 19 % apart; 10 % brings them within 9 % for one step more per search (measured:
+    # load/experiments/repeatability.py, load/README.md).
+    resolution: float = 0.1
     max_steps: int = DEFAULT_MAX_STEPS  # steps per search, confirmations included
 
     def start_value(self, base: Shape) -> float:

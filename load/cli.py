@@ -305,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=SearchSettings.resolution,
         metavar="FRACTION",
         help="narrow until the highest passing and the lowest failing step are within this "
-        "share of each other; 0.1 costs a step more per search and halves how far two "
-        f"searches that disagree on one step lie apart (default {SearchSettings.resolution:g})",
+        "share of each other; 0.2 saves a step per search but lets two searches that "
+        "disagree on one marginal step lie 19 %% apart "
+        f"(default {SearchSettings.resolution:g})",
     )
     capacity.add_argument(
         "--baseline",
