@@ -107,7 +107,6 @@ def search_stack(
                 stack=stack,
                 live=live,
                 progress=progress(step) if progress else None,
-                broken=settings.objective.broken,
                 say=say,
             )
             broke = settings.objective.broken(record)
@@ -155,7 +154,6 @@ def measure_quietly(
     stack: Stack,
     live: LiveStack,
     progress: Any,
-    broken: Callable[[Mapping[str, Any]], list[str]],
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """One step; measured once more when the machine was busy (``is_busy``). The record
@@ -167,8 +165,7 @@ def measure_quietly(
     if is_busy(record):
         first_other = record["other_cpu_cores"]
         say(f"  the machine was busy ({first_other:.2f} cores of other work): measuring again")
-        if broken(record):
-            live.settle_down()  # the first try's backlog must not spill into the second
+        live.start_afresh()  # the second try starts as every step does, whatever the first left
         # the first try's Locust files move aside; the kept record's are in run_dir
         run_dir.rename(run_dir.with_name(run_dir.name + "-busy"))
         record = measure(plan.again(), run_dir, stack=stack, live=live, progress=progress)
