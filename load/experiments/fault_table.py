@@ -22,10 +22,11 @@ COLUMNS = (
     ("reconnect failures", lambda r: r["fault"]["reconnect_failures"]),
     ("lost in window", lambda r: r["fault"]["lost_in_window"]),
     ("lost outside", lambda r: r["fault"]["lost_outside_window"]),
+    ("unconfirmed in / outside", None),
     ("delivery ratio", lambda r: r["delivery_ratio"]),
     ("recover s", lambda r: r["fault"]["time_to_recover_s"]),
     ("steady s", lambda r: r["fault"].get("time_to_steady_s")),
-    ("back up s", lambda r: r["fault"].get("mend_s")),
+    ("back up s", lambda r: r["fault"].get("mend_s", NOT_APPLICABLE)),
     ("max latency ms", lambda r: r["latency_ms"]["max"]),
     ("tracebacks", lambda r: r["fault"]["server_tracebacks"]),
     ("RSS MiB before/peak/after", None),
@@ -33,8 +34,13 @@ COLUMNS = (
 )
 
 
+NOT_APPLICABLE = "-"  # a field this fault kind does not have (mend_s: backend-restart only)
+
+
 def median(values: list[Any]) -> Any:
     """The median; 'never' counts as longer than any number (null time_to_recover)."""
+    if NOT_APPLICABLE in values:
+        return NOT_APPLICABLE
     if any(v is None for v in values):
         known = sorted(v for v in values if v is not None)
         ordered = known + [None] * (len(values) - len(known))
@@ -66,7 +72,14 @@ def main(root: Path) -> None:
     for (kind, layer, asgi, servers), runs in groups.items():
         cells = [kind, layer, asgi, str(servers), str(len(runs))]
         for _name, get in COLUMNS:
-            if get is None:
+            if _name == "unconfirmed in / outside":
+                cells.append(
+                    "/".join(
+                        cell(median([r["fault"].get(k, 0) for r in runs]))
+                        for k in ("unconfirmed_in_window", "unconfirmed_outside_window")
+                    )
+                )
+            elif get is None:
                 rss = [r["fault"]["server_rss_mb"] for r in runs]
                 cells.append(
                     "/".join(cell(median([x[k] for x in rss])) for k in ("before", "peak", "after"))
