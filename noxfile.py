@@ -42,8 +42,9 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def heavy(session: nox.Session) -> None:
-    """The tests that measure load for minutes (marker `heavy`), left out of `tests`: the
-    fidelity check at and past a capacity. Nightly in the workflow."""
+    """The long load and fault runs (marker `heavy`), left out of `tests`: the fidelity
+    check at and past a capacity, and each layer's own fault behaviour (NATS, RabbitMQ and
+    PostgreSQL restarts, a Redis stall and failover, a slow reader). Nightly in the workflow."""
     install_project(session)
     session.run("pytest", "--heavy", "-m", "heavy", *session.posargs)
 

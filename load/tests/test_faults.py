@@ -4,6 +4,10 @@ behaviour README.md's "Faults" section documents; if a layer starts to behave ot
 the test fails.
 
 Small and short (about 10 s of sending each): the benchmark's own fault runs are longer.
+The default run keeps a Redis restart on both Redis layers, a killed server and a fault
+that never fired; the runs of one layer's particular behaviour (a NATS, RabbitMQ or
+PostgreSQL restart, a stall, a failover, a slow reader) are ``heavy`` (``nox -s heavy``,
+nightly), to keep the default command within about 12 minutes.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ def test_chat_works_again_soon_after_redis_restarts(layer: str, tmp_path: Path) 
     assert lost_after_recovery(record) == [], record["timeline"]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("layer", [layer_param("nats")])
 def test_a_nats_restart_keeps_every_socket_and_delivers_late(layer: str, tmp_path: Path) -> None:
     record = fault_run(tmp_path, "backend-restart", "--layers", layer)
@@ -112,6 +117,7 @@ def test_a_nats_restart_keeps_every_socket_and_delivers_late(layer: str, tmp_pat
     assert fault["time_to_steady_s"] is not None, record["timeline"]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("layer", [layer_param("rabbitmq")])
 def test_a_rabbitmq_restart_keeps_every_socket_and_drops_the_backlog_silently(
     layer: str, tmp_path: Path
@@ -129,6 +135,7 @@ def test_a_rabbitmq_restart_keeps_every_socket_and_drops_the_backlog_silently(
     assert fault["mend_s"] is not None
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("layer", [layer_param("postgres")])
 def test_after_postgres_restarts_the_chat_server_never_delivers_again(
     layer: str, tmp_path: Path
@@ -144,6 +151,7 @@ def test_after_postgres_restarts_the_chat_server_never_delivers_again(
     assert fault["reconnects"] == fault["sockets_dropped"] < 20
 
 
+@pytest.mark.heavy
 @pytest.mark.redis
 def test_a_stalled_redis_delays_but_keeps_the_sockets(tmp_path: Path) -> None:
     # 3 s, as in the README's table: in a 2 s stall nothing was lost (3 runs of 3).
@@ -177,6 +185,7 @@ def test_a_killed_server_drops_its_sockets_and_the_other_server_keeps_chatting(
     assert all(row["delivered"] > 0 for row in during)  # the other server's users chatted
 
 
+@pytest.mark.heavy
 def test_a_slow_reader_is_kept_and_the_server_holds_its_backlog(tmp_path: Path) -> None:
     # One room of 5 at 50 msg/s of 4 kB, one of whom stops reading for 9 s: it is sent
     # about 1 MB/s, so the kernel's buffers for it (tcp_wmem's maximum, 4 MiB here, and
@@ -199,6 +208,7 @@ def test_a_slow_reader_is_kept_and_the_server_holds_its_backlog(tmp_path: Path) 
     assert slow["server_rss_growth_mb_per_s"] >= SLOW_GROWTH_MB_PER_S, slow
 
 
+@pytest.mark.heavy
 @pytest.mark.redis
 def test_after_a_failover_chat_works_again(tmp_path: Path) -> None:
     record = fault_run(tmp_path, "redis-failover", "--layers", "redis")
