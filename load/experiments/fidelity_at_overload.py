@@ -66,14 +66,8 @@ def run_harness(plan: Plan, run_dir: Path) -> dict[str, Any]:
         raise RuntimeError(f"Locust exited {locust.returncode} without a result: {run_dir}")
     tally = Tally.from_dict(json.loads(results_file.read_text())["tally"])
     summary = summarize(tally)
-    planned = plan.users * plan.rate * plan.duration_s
     return {
-        "delivered_per_s": summary["delivered_per_s"],
-        "received_per_s": summary.get("received_per_s"),
-        "sent_share": round(summary["sent"] / planned, 3),
-        "p50_ms": summary["latency_ms"]["p50"],
-        "p99_ms": summary["latency_ms"]["p99"],
-        "lost": summary["lost"],
+        **comparable(summary, plan),
         "client_cpu_us_per_delivery": summary["client_cpu_us_per_delivery"],
         "timeline": [{k: row[k] for k in ("t_s", "sent", "delivered", "received", "p50_ms")}
                      for row in timeline(tally)],
@@ -92,7 +86,12 @@ def run_probe(plan: Plan, *, warmup_s: float) -> dict[str, Any]:
         command, cwd=ROOT, capture_output=True, text=True, timeout=plan.total_s + 60,
         check=True,
     )  # fmt: skip
-    result = json.loads(finished.stdout)
+    return comparable(json.loads(finished.stdout), plan)
+
+
+def comparable(result: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """The figures both clients report under the same definitions, from the harness's
+    summary or load.probe's output (they share the field names)."""
     planned = plan.users * plan.rate * plan.duration_s
     return {
         "delivered_per_s": result["delivered_per_s"],
