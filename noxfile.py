@@ -110,7 +110,7 @@ def compat(session: nox.Session) -> None:
     """
     # uv builds each cell's virtualenv from its global wheel cache in about two seconds,
     # which is what keeps the whole matrix within half an hour on two cores.
-    # The runner itself imports services.py (a throw-away redis-server), which needs psutil
+    # The runner itself imports harness/ (a throw-away redis-server), which needs psutil
     # and, through the app's environment module, Django; the cells install the rest.
     session.install("uv>=0.5", "psutil>=5.9", "Django>=4.2,<6.0")
     session.run("python", "-m", "compat", *session.posargs)

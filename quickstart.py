@@ -40,7 +40,7 @@ SYSTEMD_RUNNING = Path("/run/systemd/system")
 # Executables each command wants, with their Debian package. A missing one narrows what
 # the command can do (WHAT_IS_MISSED) rather than stopping it.
 # The servers behind the layers: Redis, PostgreSQL, RabbitMQ and NATS, each started as a
-# throw-away process by services.py (never as a system service), plus redis-sentinel
+# throw-away process by harness/ (never as a system service), plus redis-sentinel
 # and faketime for the fault and multi-machine runs.
 SERVERS = {
     "redis-server": "redis-server",
@@ -120,7 +120,7 @@ def install_system_packages(command: str) -> None:
 @contextlib.contextmanager
 def install_without_services() -> Iterator[None]:
     """While inside, packages install without starting or enabling any system service:
-    the servers run only as throw-away processes of services.py.
+    the servers run only as throw-away processes of harness/.
 
     Starting: a policy-rc.d that refuses every start, unless one exists (the machine's own
     policy then decides, and stays untouched); only the one written here is removed.

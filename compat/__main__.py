@@ -20,7 +20,7 @@ from pathlib import Path
 from compat import report
 from compat.matrix import Cell, all_cells, custom_cell, matrix_notes, newer_releases
 from compat.run import DEFAULT_CAPACITY_ARGS, DEFAULT_PYTEST_ARGS, ROOT, run_cell
-from services import RedisServer, ServiceError
+from harness import RedisServer, ServiceError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ from typing import Any
 
 from compat import RESULTS_DIR_VARIABLE
 from compat.matrix import PACKAGES, Cell, project_requirements, pytest_args_for
-from load.summaries import read_capacity_summary
+from load.core.summaries import read_capacity_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,7 +220,7 @@ def run_capacity(
 
 
 def server_errors(basetemp: Path, top: int = 3) -> list[tuple[str, int]]:
-    """The most frequent ERROR lines in the Daphne logs the tests left (services.py writes
+    """The most frequent ERROR lines in the Daphne logs the tests left (harness/chat.py writes
     them as daphne-<port>.log under pytest's temporary directory), with their counts."""
     counts: collections.Counter[str] = collections.Counter()
     # pytest links <name>current to the newest <name>N: read each file once.

@@ -24,7 +24,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 
-from services import ChatServer, find_executable
+from harness import ChatServer, find_executable
 
 # What e2e/conftest.py's ``unique_room(label)`` fixture hands the tests.
 UniqueRoom = Callable[[str], str]

@@ -25,8 +25,8 @@ from e2e.browser import (
     WindowPool,
     chromium_paths,
 )
-from live import LiveChat, missing_dependency
-from services import ROOT, ChatServer, ServiceError
+from harness import ROOT, ChatServer, ServiceError
+from harness.live import LiveChat, missing_dependency
 
 ARTIFACTS_DIR = ROOT / "e2e-artifacts"
 

@@ -32,8 +32,8 @@ from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.support.wait import WebDriverWait
 
 from e2e.browser import Browser, HeadlessChromium, WindowPool, chromium_paths
-from live import LiveServers
-from services import REDIS_LAYERS, Backend, RedisServer
+from harness import REDIS_LAYERS, Backend, RedisServer
+from harness.live import LiveServers
 
 PROBE_INTERVAL_MS = 250
 

@@ -32,8 +32,8 @@ import re
 import pytest
 
 from e2e.browser import Browser, ChatWindow, UniqueRoom, wait_until
-from live import LiveChat, layer_param
-from services import REDIS_LAYERS, Backend, ChatServer, RedisServer
+from harness import REDIS_LAYERS, Backend, ChatServer, RedisServer
+from harness.live import LiveChat, layer_param
 
 pytestmark = pytest.mark.browser
 

@@ -10,7 +10,7 @@ import pytest
 from selenium.webdriver.common.keys import Keys
 
 from e2e.browser import Browser, UniqueRoom
-from live import LiveChat
+from harness.live import LiveChat
 
 pytestmark = pytest.mark.browser
 

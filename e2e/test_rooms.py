@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from e2e.browser import Browser, UniqueRoom
-from live import LiveChat
-from services import CONSUMERS, REDIS_LAYERS
+from harness import CONSUMERS, REDIS_LAYERS
+from harness.live import LiveChat
 
 pytestmark = pytest.mark.browser
 

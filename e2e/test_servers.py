@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from e2e.browser import Browser, UniqueRoom
-from live import LiveChat, layer_param
-from services import LAYERS
+from harness import LAYERS
+from harness.live import LiveChat, layer_param
 
 pytestmark = pytest.mark.browser
 

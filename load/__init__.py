@@ -1,9 +1,17 @@
 """Locust WebSocket load scenarios and the channel-layer benchmark (``python -m load ...``).
 
-Modules that never import Locust (so pytest and asyncio code can use them):
-``codec`` (the measurement text inside a chat message), ``stats`` (mergeable counters and
-histograms, the exact expected/lost arithmetic), ``wire`` (a lean WebSocket client on a
-plain socket), ``scenarios`` (who joins which room, when), ``report`` (summary table and
-report.html), ``probe`` (an independent asyncio client for the fidelity cross-check) and
-``cli`` (``run`` and ``bench``). ``gevent_users`` and ``locustfile`` are the Locust side.
+The folders say which process runs the code:
+
+* ``core/``: pure, imported by both processes and unit-tested without a network: the run's
+  plan and options, scenarios, the measurement codec, the exact counts and histograms, the
+  capacity search, the clock, fault kinds and their accounting.
+* ``inlocust/``: runs inside Locust, which patches the standard library with gevent when
+  imported: the users, the lean WebSocket client, clock sync, the web UI tab, slow readers.
+* ``commands/``: ``python -m load run|bench|capacity|replay|worker``: starting stacks, running
+  Locust, sampling the servers, injecting faults, the search loop.
+* ``reporting/``: the run record, ``summary.json``, report.html and its charts.
+
+``locustfile.py`` (Locust's entry), ``probe.py`` (an independent asyncio client for the
+fidelity cross-check) and ``client_cost.py`` stay at the top: their paths are public.
+load/tests/test_layout.py checks that nothing outside ``inlocust/`` imports gevent or Locust.
 """

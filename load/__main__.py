@@ -2,6 +2,6 @@
 
 import sys
 
-from load.cli import main
+from load.commands.cli import main
 
 sys.exit(main())

@@ -32,11 +32,11 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from load.locust_run import KILL_AFTER_S, LOCUSTFILE, ROOT, locust_command
-from load.plan import Plan, Shape, build_plan
-from load.record import harness_info
-from load.stats import Tally, summarize
-from services import ChatServer
+from harness import ChatServer
+from load.commands.locust_run import KILL_AFTER_S, LOCUSTFILE, ROOT, locust_command
+from load.core.plan import Plan, Shape, build_plan
+from load.core.stats import Tally, summarize
+from load.reporting.record import harness_info
 
 SHAPE = Shape(users=60, rooms=6, rate=5.0)  # 6 rooms x 10 members x 10 msg/s x 5 = 3,000/s
 PROBE_USERS = 10

@@ -20,9 +20,9 @@ from locust import events
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # make `load` importable
 
-from load import clocksync, gevent_users, webui
-from load.clock import Clock
-from load.gevent_users import ChatUser
+from load.core.clock import Clock
+from load.inlocust import clocksync, users, webui
+from load.inlocust.users import ChatUser
 
 __all__ = ["ChatUser"]
 
@@ -31,21 +31,21 @@ __all__ = ["ChatUser"]
 # view all read it.
 CLOCK = Clock()
 
-events.init_command_line_parser.add_listener(gevent_users.add_arguments)
+events.init_command_line_parser.add_listener(users.add_arguments)
 events.init_command_line_parser.add_listener(webui.add_arguments)
 
 # Message handlers: the clock exchanges, the per-process results, the live snapshots.
 events.init.add_listener(clocksync.on_init)
-events.init.add_listener(gevent_users._on_init)
+events.init.add_listener(users._on_init)
 events.init.add_listener(webui.on_init)
 
 # The clock first: the master times the remote workers and each worker sets its clock
 # before the users' module computes the plan's window and starts its greenlets; the live
 # view starts last (in a greenlet of its own, once the plan is set).
 events.test_start.add_listener(
-    partial(clocksync.on_test_start, process_clock=CLOCK, schedule=gevent_users.PROCESS)
+    partial(clocksync.on_test_start, process_clock=CLOCK, schedule=users.PROCESS)
 )
-events.test_start.add_listener(partial(gevent_users._on_test_start, process_clock=CLOCK))
+events.test_start.add_listener(partial(users._on_test_start, process_clock=CLOCK))
 events.test_start.add_listener(webui.on_test_start)
 
-events.test_stop.add_listener(gevent_users._on_test_stop)
+events.test_stop.add_listener(users._on_test_stop)

@@ -3,7 +3,7 @@
     python -m load.probe --target ws://127.0.0.1:8000 --users 10 --rate 1 --duration 12
     python -m load.probe --target ws://127.0.0.1:8000 --users 100 --rooms 10 --rate 3
 
-It shares nothing with the Locust side (``websockets`` instead of ``load.wire``, asyncio
+It shares nothing with the Locust side (``websockets`` instead of ``load.inlocust.wire``, asyncio
 instead of gevent, plain sorted samples instead of histograms, its own message format):
 ``--users`` sockets spread round robin over ``--rooms`` rooms, each sending ``--rate``
 messages/s at random phases after ``--warmup`` s. Every delivery's send-to-receipt time

@@ -17,8 +17,8 @@ import pytest
 from selenium import webdriver
 
 from e2e.browser import HeadlessChromium, chromium_paths
-from live import missing_dependency
-from services import ServiceError
+from harness import ServiceError
+from harness.live import missing_dependency
 
 TUTORIAL_TESTS = Path(__file__).with_name("tests.py")
 

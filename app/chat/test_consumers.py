@@ -21,7 +21,7 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from live import channels_postgres_in_process
+from harness.live import channels_postgres_in_process
 from mysite import environment
 
 # Django's test environment sets ALLOWED_HOSTS to ["testserver"], so that is the page's origin.

@@ -16,7 +16,7 @@ import uuid
 import pytest
 import websockets
 
-from live import channels_postgres_in_process
+from harness.live import channels_postgres_in_process
 from mysite import environment
 
 WAIT_SECONDS = 10  # generous for a loaded CI machine; a passing wait returns at once

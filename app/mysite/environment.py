@@ -3,7 +3,7 @@
 Each reader raises ``ConfigurationError`` with one line that names the variable, what was
 wrong and what is allowed; ``settings.py`` turns that into a clean exit at start-up.
 
-``LAYERS`` is the one list of channel layers: the harness (services.py, the fixtures, the
+``LAYERS`` is the one list of channel layers: the harness (harness/, the fixtures, the
 benchmark) reads it from here, never the other way round.
 """
 
@@ -125,15 +125,6 @@ REDIS_POOL_OPTIONS = {"max_connections": 1000, "socket_timeout": None, "socket_c
 # (its DatabaseLayer's default ``using``), and through psycopg with the layer's CONFIG.
 CHANNELS_POSTGRES_ALIAS = "channels_postgres"
 CONSUMERS = ("async", "sync")
-# EXPERIMENTAL consumers, for measurements only: variants kept under load/experiments/ in
-# this repository (not part of the tutorial, not a supported setting, not parametrized by the
-# test suites). Each maps a CHAT_CONSUMER value to its class; the server needs the
-# repository's root on its path (services.chat_environment sets PYTHONPATH for them).
-EXPERIMENTAL_CONSUMERS = {
-    # The async consumer without channels >= 4.2's per-event close_old_connections thread
-    # hop for chat.message events (compat/CAPACITY_ACROSS_VERSIONS.md).
-    "experimental-skip-close": "load.experiments.skip_close_consumer.ChatConsumer",
-}
 DEFAULT_MAX_MESSAGE_CHARS = 65536
 
 
@@ -276,15 +267,32 @@ def _layer_config_overrides(raw: str) -> dict[str, Any]:
 
 
 def chat_consumer(environ: Mapping[str, str]) -> str:
-    """``async`` (tutorial part 3, the default) or ``sync`` (tutorial part 2); or one of
-    EXPERIMENTAL_CONSUMERS, for measurements."""
+    """``async`` (tutorial part 3, the default) or ``sync`` (tutorial part 2), or the dotted
+    path of a consumer class, as CHANNEL_LAYER takes one (chat/routing.py imports it)."""
     consumer = environ.get("CHAT_CONSUMER", "async").strip() or "async"
-    if consumer not in CONSUMERS and consumer not in EXPERIMENTAL_CONSUMERS:
+    if consumer in CONSUMERS:
+        return consumer
+    if not is_dotted_path(consumer):
         raise ConfigurationError(
             f"CHAT_CONSUMER={consumer!r} is not a consumer: use one of {', '.join(CONSUMERS)}"
-            f" (experimental, for measurements: {', '.join(EXPERIMENTAL_CONSUMERS)})"
+            " or a dotted path to a consumer class"
+        )
+    module = consumer.rpartition(".")[0]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package that does not exist
+        found = False
+    if not found:
+        raise ConfigurationError(
+            f"CHAT_CONSUMER={consumer!r}: cannot import {module} (is its folder on PYTHONPATH?)"
         )
     return consumer
+
+
+def is_dotted_path(name: str) -> bool:
+    """``package.module.Class``: at least two dot-separated Python identifiers."""
+    parts = name.split(".")
+    return len(parts) >= 2 and all(part.isidentifier() for part in parts)
 
 
 def max_message_chars(environ: Mapping[str, str]) -> int:

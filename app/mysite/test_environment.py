@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 import websockets
 
-from live import layer_param
+from harness import APP_DIR, UVICORN_WEBSOCKETS, ChatServer, ServiceError
+from harness.live import layer_param
 from mysite import environment
-from services import APP_DIR, UVICORN_WEBSOCKETS, ChatServer, DaphneServer, ServiceError
 
 
 def test_defaults_are_inmemory_async_and_65536_characters():
@@ -186,6 +186,11 @@ BAD_ENVIRONMENTS = {
         "no host",
     ),
     "unknown-consumer": ({"CHAT_CONSUMER": "threaded"}, "CHAT_CONSUMER='threaded'", "async, sync"),
+    "consumer-not-importable": (
+        {"CHAT_CONSUMER": "nowhere.Consumer"},
+        "CHAT_CONSUMER='nowhere.Consumer'",
+        "cannot import nowhere",
+    ),
     "limit-not-a-number": ({"CHAT_MAX_MESSAGE_CHARS": "lots"}, "CHAT_MAX_MESSAGE_CHARS", "whole"),
     "limit-zero": ({"CHAT_MAX_MESSAGE_CHARS": "0"}, "CHAT_MAX_MESSAGE_CHARS='0'", "positive"),
 }
@@ -212,7 +217,7 @@ def test_bad_value_stops_manage_py_with_one_line(variables, names, allowed):
 
 def test_bad_value_stops_daphne_with_one_line(tmp_path):
     with pytest.raises(ServiceError) as raised:
-        DaphneServer.start(env={"CHAT_CONSUMER": "threaded"}, log_dir=tmp_path)
+        ChatServer.start(env={"CHAT_CONSUMER": "threaded"}, log_dir=tmp_path)
     assert "CHAT_CONSUMER='threaded'" in str(raised.value)
     log = next(tmp_path.glob("daphne-*.log")).read_text()
     assert "Traceback" not in log
@@ -229,7 +234,7 @@ async def say_hello(server: ChatServer) -> dict:
 
 @pytest.mark.parametrize("via", ["daphne", "runserver"])
 def test_daphne_and_runserver_both_serve_the_chat(tmp_path, via):
-    with DaphneServer.start(via=via, log_dir=tmp_path) as server:
+    with ChatServer.start(via=via, log_dir=tmp_path) as server:
         with urllib.request.urlopen(f"{server.url}/chat/lobby/", timeout=10) as page:
             assert 'id="chat-log"' in page.read().decode()
         assert asyncio.run(say_hello(server)) == {"message": "hello"}
@@ -237,7 +242,7 @@ def test_daphne_and_runserver_both_serve_the_chat(tmp_path, via):
 
 @pytest.mark.parametrize("layer", [layer_param(name) for name in ("inmemory", "postgres", "nats")])
 def test_uvicorn_serves_the_chat(live_chat, layer):
-    """Uvicorn beside Daphne, with the WebSocket implementation chosen in services.py."""
+    """Uvicorn beside Daphne, with the WebSocket implementation chosen in harness/chat.py."""
     (server,) = live_chat(layer, asgi="uvicorn")
     assert server.asgi == "uvicorn" and server.websocket == UVICORN_WEBSOCKETS
     assert f"WebSocket: {UVICORN_WEBSOCKETS}" in server.description

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from live import missing_dependency
+from harness.live import missing_dependency
 
 
 @pytest.fixture(scope="session")

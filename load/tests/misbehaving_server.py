@@ -33,7 +33,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from load.codec import parse_text
+from load.core.codec import parse_text
 
 ROOM_PATH = re.compile(r"/ws/chat/([^/]+)/")
 START_TIMEOUT_S = 10.0

@@ -10,11 +10,10 @@ import random
 
 import pytest
 
-from load import report
-from load.codec import encode_frame_payload, encode_text, parse_server_payload, parse_text
-from load.plan import Shape, build_plan
-from load.scenarios import send_times
-from load.stats import (
+from load.core.codec import encode_frame_payload, encode_text, parse_server_payload, parse_text
+from load.core.plan import Shape, build_plan
+from load.core.scenarios import send_times
+from load.core.stats import (
     LogHistogram,
     SocketLedger,
     Tally,
@@ -23,7 +22,8 @@ from load.stats import (
     firm_expected,
     summarize,
 )
-from load.wire import OP_TEXT, FrameParser, encode_client_frame, mask_payload
+from load.inlocust.wire import OP_TEXT, FrameParser, encode_client_frame, mask_payload
+from load.reporting import report
 
 SECOND = 1_000_000_000
 # Sending from 0 s, every message measured, for 100 s.

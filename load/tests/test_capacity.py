@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from load.capacity import (
+from load.commands.capacity import (
     REPLAY_FIELDS,
     SearchSettings,
     add_efficiency,
@@ -19,9 +19,9 @@ from load.capacity import (
     search_description,
     unmatched_baseline,
 )
-from load.plan import Shape, build_plan
-from load.record import Stack
-from load.search import ALL_PASSED, LIMITS, STEP_LIMIT, Objective
+from load.core.plan import Shape, build_plan
+from load.core.search import ALL_PASSED, LIMITS, STEP_LIMIT, Objective
+from load.reporting.record import Stack
 from load.tests.helpers import run_load
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]

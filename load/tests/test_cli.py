@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import free_port
 from load.tests.helpers import run_load
-from services import free_port
 
 pytestmark = pytest.mark.load
 
@@ -185,7 +185,7 @@ def test_a_bad_master_address_is_one_line(master: str, needle: str) -> None:
 
 
 def test_master_addresses() -> None:
-    from load.remote import master_address
+    from load.commands.remote import master_address
 
     assert master_address("10.0.0.5") == ("10.0.0.5", 5557)
     assert master_address("10.0.0.5:6000") == ("10.0.0.5", 6000)

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from load import clock
-from load.clock import Clock, Correction, Estimate, Exchange, estimate
-from load.codec import encode_frame_payload, encode_text, parse_server_payload
-from load.measure import with_clocks
-from load.stats import FastLedger, SocketLedger, Tally, Window, summarize
+from load.commands.measure import with_clocks
+from load.core import clock
+from load.core.clock import Clock, Correction, Estimate, Exchange, estimate
+from load.core.codec import encode_frame_payload, encode_text, parse_server_payload
+from load.core.stats import FastLedger, SocketLedger, Tally, Window, summarize
 from load.tests.helpers import ROOT
 
 MS = 1_000_000
@@ -229,7 +229,14 @@ def test_negative_latencies_are_counted_not_clamped_away(ledger_kind: str) -> No
 
 # The modules of a load process that take or compare timestamps. Only clocksync reads the
 # raw wall clock, on purpose: it measures it.
-STAMPING_MODULES = ("gevent_users.py", "wire.py", "webui.py", "livestats.py", "stats.py")
+STAMPING_MODULES = (
+    "inlocust/users.py",
+    "inlocust/wire.py",
+    "inlocust/webui.py",
+    "inlocust/slow_reader.py",
+    "core/livestats.py",
+    "core/stats.py",
+)
 
 
 @pytest.mark.parametrize("module", STAMPING_MODULES)

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from load.codec import encode_frame_payload, encode_text, parse_server_payload
-from load.stats import (
+from load.core.codec import encode_frame_payload, encode_text, parse_server_payload
+from load.core.stats import (
     PENDING_FOLD,
     FastLedger,
     SocketLedger,

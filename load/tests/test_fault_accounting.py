@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from load.faults import (
+from load.core.faults import (
     InjectorLog,
     RssReadings,
     check_fault,
@@ -17,9 +17,9 @@ from load.faults import (
     time_to_steady,
     window_seconds,
 )
-from load.plan import Fault, Shape, build_plan, plan_from_options
-from load.record import Stack
-from load.stats import Window
+from load.core.plan import Fault, Shape, build_plan, plan_from_options
+from load.core.stats import Window
+from load.reporting.record import Stack
 from load.tests.test_plan import locust_like_parser
 
 USERS = 10

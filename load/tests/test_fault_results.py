@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from load import report
-from load.faults import (
+from load.commands.sampling import Sample
+from load.core.faults import (
     SLOW_READER_RCVBUF,
     InjectorLog,
     buffers_full_s,
@@ -19,9 +19,9 @@ from load.faults import (
     kernel_buffer_bytes,
     rss_readings,
 )
-from load.plan import Fault, Shape, build_plan
-from load.sampling import Sample
-from load.stats import SECOND_NS, Window
+from load.core.plan import Fault, Shape, build_plan
+from load.core.stats import SECOND_NS, Window
+from load.reporting import report
 
 
 def run(delivered_per_s: float, *, injected: bool, error: str | None = None) -> dict[str, Any]:

@@ -21,11 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from backends import SERVER_CLASSES, SentinelServer, service_of
-from live import layer_param, missing_dependency
+from harness import SERVER_CLASSES, MissingExecutable, SentinelServer, service_of, wait_until
+from harness.live import layer_param, missing_dependency
 from load.tests.helpers import ROOT, read_summary, run_load
 from mysite.environment import SERVICES
-from processes import MissingExecutable, wait_until
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
 

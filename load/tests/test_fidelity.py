@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from load.search import Objective
+from harness import ChatServer
+from load.core.search import Objective
 from load.tests.helpers import ROOT, read_summary, run_load
-from services import ChatServer
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
 

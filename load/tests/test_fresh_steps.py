@@ -1,7 +1,7 @@
 """Every capacity step starts from the state the first one had: fresh chat servers and,
 where the stack started its own Redis, an empty one (LiveStack.start_afresh says why). A
 Redis given by URL is never emptied. (The spread this removes is measured by the
-benchmark load/experiments/repeatability.py, not here.)"""
+benchmark studies/repeatability/repeatability.py, not here.)"""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from load.capacity import SearchSettings, search_stack
-from load.plan import Shape, build_plan
-from load.record import Stack
-from load.search import Objective
-from load.stack import LiveStack
-from services import RedisServer
+from harness import RedisServer
+from load.commands.capacity import SearchSettings, search_stack
+from load.commands.stack import LiveStack
+from load.core.plan import Shape, build_plan
+from load.core.search import Objective
+from load.reporting.record import Stack
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
 

@@ -8,9 +8,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from load.livestats import LiveView, Snapshot, progress_line
-from load.progress import ProgressPrinter
-from load.stats import LogHistogram, Window
+from load.commands.progress import ProgressPrinter
+from load.core.livestats import LiveView, Snapshot, progress_line
+from load.core.stats import LogHistogram, Window
 
 SECOND = 1_000_000_000
 WINDOW = Window(start_ns=100 * SECOND, measure_from_ns=100 * SECOND, until_ns=110 * SECOND)
@@ -126,7 +126,7 @@ def test_on_a_terminal_each_line_replaces_the_last(tmp_path: Path) -> None:
 
 
 def test_the_web_ui_tab_shows_live_rows_then_the_exact_result() -> None:
-    from load.livestats import tab_rows
+    from load.core.livestats import tab_rows
 
     numbers = two_processes().view(104 * SECOND + 500_000_000)
     live = {row["measure"]: row["value"] for row in tab_rows(numbers, None)}
@@ -145,7 +145,7 @@ def test_the_web_ui_tab_shows_live_rows_then_the_exact_result() -> None:
 
 
 def test_the_chat_load_page_is_readable_html_not_a_dict_dump() -> None:
-    from load.report import live_page
+    from load.reporting.report import live_page
 
     numbers = two_processes().view(104 * SECOND + 500_000_000)
     page = live_page(numbers, None)

@@ -8,12 +8,12 @@ from collections import namedtuple
 
 import pytest
 
-from live import missing_dependency
-from load.capacity import BUSY_OTHER_CORES, is_busy
-from load.machine import rounds_per_second
-from load.record import PACKAGES, harness_info
-from load.sampling import MachineSample, busy_seconds, machine_usage
-from load.stats import SECOND_NS
+from harness.live import missing_dependency
+from load.commands.capacity import BUSY_OTHER_CORES, is_busy
+from load.commands.machine import rounds_per_second
+from load.commands.sampling import MachineSample, busy_seconds, machine_usage
+from load.core.stats import SECOND_NS
+from load.reporting.record import PACKAGES, harness_info
 
 # psutil.cpu_times() on Linux: user and nice already include guest and guest_nice.
 LinuxTimes = namedtuple(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from load.plan import DEFAULT_CLOSE_GRACE_S
+from load.core.plan import DEFAULT_CLOSE_GRACE_S
 from load.tests.helpers import assert_accounting, run_load
 from load.tests.misbehaving_server import Acts, MisbehavingServer, Misbehaviour, acts_dict
 

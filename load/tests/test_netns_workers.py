@@ -29,11 +29,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from live import missing_dependency
+from harness import free_port
+from harness.live import missing_dependency
 from load.tests.helpers import ROOT
 from load.tests.netpath import Delay, NetPaths, NetPathUnavailable, require_netns
 from load.tests.test_workers import SHIFT_MS, faketime_command
-from services import free_port
 
 pytestmark = [
     pytest.mark.load,

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from load.plan import OPTIONS, Shape, add_options, build_plan, plan_from_options
+from load.core.plan import OPTIONS, Shape, add_options, build_plan, plan_from_options
 
 
 def locust_like_parser() -> argparse.ArgumentParser:

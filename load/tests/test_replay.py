@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from load.capacity import SearchSettings, search_description
-from load.plan import Shape, build_plan
-from load.record import Stack
-from load.search import Objective
+from load.commands.capacity import SearchSettings, search_description
+from load.core.plan import Shape, build_plan
+from load.core.search import Objective
+from load.reporting.record import Stack
 from load.tests.helpers import run_load
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]

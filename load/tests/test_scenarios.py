@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from load.scenarios import SCENARIOS
+from load.core.scenarios import SCENARIOS
 from load.tests.helpers import run_load
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]

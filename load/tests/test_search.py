@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from load.search import (
+from load.core.search import (
     ALL_PASSED,
     STEP_LIMIT,
     CapacitySearch,

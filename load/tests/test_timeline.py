@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from load.codec import encode_text, parse_text
-from load.plan import Shape, build_plan
-from load.stats import SocketLedger, Tally, Window, summarize, timeline
+from load.core.codec import encode_text, parse_text
+from load.core.plan import Shape, build_plan
+from load.core.stats import SocketLedger, Tally, Window, summarize, timeline
 
 SECOND = 1_000_000_000
 # Sending starts at 100 s; 100-101 s settles the server; 101-104 s is measured.

@@ -10,8 +10,8 @@ import pytest
 from gevent import socket as gsocket
 from gevent.event import Event
 
-from load.clock import Clock
-from load.wire import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Connection, FrameParser
+from load.core.clock import Clock
+from load.inlocust.wire import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Connection, FrameParser
 
 WAIT_S = 5.0
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from live import missing_dependency
+from harness import free_port
+from harness.live import missing_dependency
 from load.tests.helpers import ROOT, read_summary
-from services import free_port
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]
 

@@ -1,0 +1,103 @@
+"""The real services the tests and the load harness run on, started and stopped here.
+
+Everything binds to loopback on a free port, in a temporary directory, with every wait
+bounded, and stops at the end (also on SIGTERM). One module per idea:
+
+* ``processes``: launching, waiting for and stopping a process; free ports; signals.
+* ``backends``: the layers' servers (Redis, Sentinel, PostgreSQL, RabbitMQ, NATS) as
+  throw-away processes, and ``layer_backend``: a layer's URL variable or such a server.
+* ``chat``: the chat as a Daphne or Uvicorn process (``ChatServer``), and ``serve``.
+* ``live``: what the tests hold while a server runs (``LiveChat``, ``LiveServers``).
+* ``pytest_plugin``: the fixtures (``live_chat``, ``backend``, ``redis_url`` ...).
+
+The names below are the ones callers use; ``live`` and ``pytest_plugin`` import pytest
+and are imported by name.
+"""
+
+from harness.backends import (
+    APP_DIR,
+    LAYERS,
+    REDIS_LAYERS,
+    ROOT,
+    SERVER_CLASSES,
+    Backend,
+    BackendServer,
+    NatsServer,
+    PostgresServer,
+    RabbitMQServer,
+    RedisServer,
+    SentinelServer,
+    layer_backend,
+    redis_ping,
+    service_of,
+)
+from harness.chat import (
+    ASGI_SERVERS,
+    CONSUMERS,
+    UVICORN_WEBSOCKETS,
+    ChatServer,
+    chat_environment,
+    chat_servers,
+    check_consumer,
+    server_command,
+)
+from harness.processes import (
+    DEBIAN_PACKAGES,
+    LOOPBACK,
+    MissingExecutable,
+    ProcessStats,
+    ServiceError,
+    apt_hint,
+    find_executable,
+    free_port,
+    interrupt_on_termination,
+    interrupted_status,
+    kill_process_group,
+    last_line,
+    launch,
+    run_as,
+    stop_process,
+    wait_until,
+)
+
+__all__ = [
+    "APP_DIR",
+    "ASGI_SERVERS",
+    "CONSUMERS",
+    "DEBIAN_PACKAGES",
+    "LAYERS",
+    "LOOPBACK",
+    "REDIS_LAYERS",
+    "ROOT",
+    "SERVER_CLASSES",
+    "UVICORN_WEBSOCKETS",
+    "Backend",
+    "BackendServer",
+    "ChatServer",
+    "MissingExecutable",
+    "NatsServer",
+    "PostgresServer",
+    "ProcessStats",
+    "RabbitMQServer",
+    "RedisServer",
+    "SentinelServer",
+    "ServiceError",
+    "apt_hint",
+    "chat_environment",
+    "chat_servers",
+    "check_consumer",
+    "find_executable",
+    "free_port",
+    "interrupt_on_termination",
+    "interrupted_status",
+    "kill_process_group",
+    "last_line",
+    "launch",
+    "layer_backend",
+    "redis_ping",
+    "run_as",
+    "server_command",
+    "service_of",
+    "stop_process",
+    "wait_until",
+]

@@ -1,0 +1,228 @@
+"""What the tests share besides fixtures: the rule for a missing system dependency, the
+session's backends (one server per kind), and live chat servers kept for the session.
+
+The fixtures that hand these out are in pytest_plugin.py; tests import the types from here
+(never from a conftest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect
+
+from harness import Backend, ChatServer, ServiceError, layer_backend, service_of
+from harness.backends import environment
+
+# The mark each layer's tests carry, named after the server it needs, so that
+# `-m "not rabbitmq"` leaves out exactly the tests that would start RabbitMQ.
+SERVICE_MARKS = {name: getattr(pytest.mark, name) for name in environment.SERVICES}
+
+
+def layer_param(layer: str) -> pytest.param:
+    """``layer`` as a pytest parameter (id: the layer name) with its server's mark."""
+    service = service_of(layer)
+    return pytest.param(layer, id=layer, marks=SERVICE_MARKS[service.name] if service else ())
+
+
+def missing_dependency(reason: str) -> NoReturn:
+    """Fail in CI, where every dependency must be present; skip locally, saying what to install."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must install it; see .ci/run)", pytrace=False)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def channels_postgres_in_process(
+    settings: Any, django_db_blocker: Any, channel_layers: Mapping[str, Any]
+) -> Iterator[None]:
+    """In the test process, what settings.py does at start-up when ``channel_layers`` is
+    channels-postgres: its app installed (importing the layer imports its models) and its
+    database alias (its group_discard goes through the Django ORM). ``settings`` and
+    ``django_db_blocker`` are pytest-django's fixtures: database access is blocked outside
+    django_db tests, and this is the layer's own database, not a test database."""
+    database = environment.channels_postgres_database(channel_layers)
+    if database is None:
+        yield
+        return
+    from django.db import connections
+
+    alias = environment.CHANNELS_POSTGRES_ALIAS
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "channels_postgres"]
+    # connections.settings is the configured DATABASES; add the alias with Django's defaults.
+    connections.settings[alias] = connections.configure_settings(
+        {"default": {}, alias: dict(database)}
+    )[alias]
+    try:
+        with django_db_blocker.unblock():
+            yield
+    finally:
+        del connections.settings[alias]
+
+
+class Backends:
+    """One backend per kind of server for the whole session, started on first use with
+    ``layer_backend`` (so $REDIS_URL and the like are honoured); both Redis layers share
+    one Redis. A server that failed to start is not tried again: its error is re-raised."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self._started: dict[str, Backend] = {}
+        self._failed: dict[str, ServiceError] = {}
+
+    def get(self, layer: str) -> Backend:
+        service = service_of(layer)
+        if service is None:
+            return Backend(layer, {})
+        if service.name in self._failed:
+            raise self._failed[service.name]
+        if service.name not in self._started:
+            try:
+                self._started[service.name] = self._stack.enter_context(layer_backend(layer))
+            except ServiceError as error:
+                self._failed[service.name] = error
+                raise
+        shared = self._started[service.name]
+        return Backend(layer, shared.env, shared.server)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+# How long a new server may take before a WebSocket message makes the round trip through
+# its layer. Generous: channels-postgres connects its LISTEN session on the first socket.
+LAYER_READY_SECONDS = 15.0
+
+
+def wait_for_layer_round_trip(server: ChatServer, timeout: float = LAYER_READY_SECONDS) -> None:
+    """Wait until a message posted on ``server`` comes back through its channel layer.
+
+    The chat answers HTTP before its layer is ready everywhere: channels-postgres starts
+    listening for notifications only when a process's first consumer starts receiving,
+    and a message sent before that is lost (README, "Layers"; chat/test_layers.py shows
+    it). Tests of other properties must not race that, so a live server is handed out
+    once one message has made the round trip. The posts repeat, because until then they
+    may vanish; the deadline bounds it and the error says what was seen."""
+    room = f"harness-ready-{uuid.uuid4().hex[:12]}"
+    deadline = time.monotonic() + timeout
+    posted = 0
+    try:
+        with connect(
+            f"{server.ws_url}/ws/chat/{room}/", origin=server.url, open_timeout=timeout
+        ) as socket:
+            while time.monotonic() < deadline:
+                socket.send(json.dumps({"message": "ready?"}))
+                posted += 1
+                with contextlib.suppress(TimeoutError):
+                    socket.recv(timeout=0.25)
+                    return
+    except (OSError, WebSocketException) as error:
+        raise ServiceError(
+            f"{server.asgi} on {server.netloc} ({server.env['CHANNEL_LAYER']}): the "
+            f"readiness socket failed: {error!r} (log: {server.log_path})"
+        ) from None
+    raise ServiceError(
+        f"{server.asgi} on {server.netloc} ({server.env['CHANNEL_LAYER']}): none of "
+        f"{posted} messages posted came back through the layer within {timeout:.0f} s "
+        f"(log: {server.log_path})"
+    )
+
+
+class LiveServers:
+    """Chat servers started on demand and kept for the session, one list per (layer,
+    consumer, ASGI server), all servers of a layer sharing the session's backend:
+    ``count=2`` hands out the server ``count=1`` does and starts just one more."""
+
+    def __init__(self, backend_for: Callable[[str], Backend], tmp_dir: Path) -> None:
+        self._backend_for = backend_for
+        self._tmp_dir = tmp_dir
+        self._started: dict[tuple[str, str, str], list[ChatServer]] = {}
+
+    def get(
+        self, layer: str, consumer: str = "async", count: int = 1, asgi: str = "daphne"
+    ) -> list[ChatServer]:
+        servers = self._started.setdefault((layer, consumer, asgi), [])
+        if len(servers) < count:
+            backend = self._backend_for(layer)
+            while len(servers) < count:  # those started before a failure stop at the end
+                servers.append(self.start(layer, consumer, asgi, backend=backend))
+        return servers[:count]
+
+    def start(
+        self, layer: str, consumer: str, asgi: str, *, backend: Backend, log_name: str = ""
+    ) -> ChatServer:
+        """One more server on ``backend``, not kept: handed out once a message has made
+        the round trip through its layer."""
+        server = ChatServer.start(
+            layer=layer,
+            consumer=consumer,
+            asgi=asgi,
+            backend=backend,
+            log_dir=self._tmp_dir / f"{layer}-{consumer}-{asgi}{log_name}",
+        )
+        try:
+            wait_for_layer_round_trip(server)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def stop_all(self) -> None:
+        servers = [server for started in self._started.values() for server in started]
+        # Each takes a fraction of a second to shut down; wait for them together.
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(ChatServer.stop, servers))
+        self._started.clear()
+
+
+class LiveChat:
+    """What the ``live_chat`` fixture gives a test: call it for running servers; it keeps
+    where each server's log stood when the test first got it, for failure reports."""
+
+    def __init__(self, live_servers: LiveServers) -> None:
+        self._live_servers = live_servers
+        self._log_offsets: dict[int, tuple[ChatServer, int]] = {}
+        self._own: list[ChatServer] = []
+
+    def __call__(
+        self, layer: str, consumer: str = "async", count: int = 1, asgi: str = "daphne"
+    ) -> list[ChatServer]:
+        servers = self._live_servers.get(layer, consumer, count, asgi)
+        for server in servers:
+            self._log_offsets.setdefault(id(server), (server, server.log_path.stat().st_size))
+        return servers
+
+    def own(
+        self, layer: str, *, backend: Backend, consumer: str = "async", asgi: str = "daphne"
+    ) -> ChatServer:
+        """A server for this test alone, on ``backend`` (a Redis the test restarts, say,
+        which the session's servers must never see), stopped by ``stop_own`` when the
+        test ends; its log is reported like the shared servers'."""
+        server = self._live_servers.start(layer, consumer, asgi, backend=backend, log_name="-own")
+        self._own.append(server)
+        self._log_offsets[id(server)] = (server, 0)
+        return server
+
+    def stop_own(self) -> None:
+        own, self._own = self._own, []
+        for server in own:
+            server.stop()
+
+    def logs_during_test(self) -> list[tuple[ChatServer, str]]:
+        """Each server this test used, with the log lines written since it got it."""
+        logs = []
+        for server, offset in self._log_offsets.values():
+            with server.log_path.open("rb") as log:
+                log.seek(offset)
+                logs.append((server, log.read().decode(errors="replace")))
+        return logs

@@ -1,0 +1,174 @@
+"""The servers under test for one Stack: its backend and its ASGI server processes, all
+started through harness/ and stopped on exit."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import redis
+
+from harness import (
+    Backend,
+    ChatServer,
+    ProcessStats,
+    RedisServer,
+    ServiceError,
+    layer_backend,
+)
+from load.reporting.record import Stack
+
+# "Idle": under this share of a core, for this long; checked this often, this long at most.
+IDLE_CPU_SHARE = 0.05
+IDLE_FOR_S = 0.6
+IDLE_POLL_S = 0.2
+IDLE_TIMEOUT_S = 20.0
+# FLUSHALL of a throw-away Redis holding one step's leftovers takes milliseconds.
+FLUSH_TIMEOUT_S = 10.0
+
+
+class StackError(Exception):
+    """A server of the stack could not be started; the text is one line."""
+
+
+class LiveStack:
+    """``with LiveStack(stack, log_dir) as live:`` the stack's servers run; ``live.targets``
+    are their ws:// URLs. ``settle_down`` waits out an overloaded step's backlog;
+    ``restart_servers`` gives fresh server processes on the same backend, and
+    ``start_afresh`` also empties the backend when the stack started it."""
+
+    def __init__(self, stack: Stack, log_dir: Path, *, sentinel: bool = False) -> None:
+        self.stack = stack
+        self.log_dir = log_dir
+        self.sentinel = sentinel  # the Redis layers through Redis Sentinel (redis-failover)
+        self.servers: list[ChatServer] = []
+        self._exit = contextlib.ExitStack()
+        self.backend: Backend | None = None
+
+    def __enter__(self) -> LiveStack:
+        try:
+            self.backend = self._exit.enter_context(
+                layer_backend(self.stack.layer, sentinel=self.sentinel)
+            )
+            self.start_servers()
+        except ServiceError as error:
+            self.__exit__(None, None, None)
+            raise StackError(str(error)) from None
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_servers()
+        self._exit.close()
+
+    @property
+    def targets(self) -> list[str]:
+        return [server.ws_url for server in self.servers]
+
+    def layer_env(self) -> dict[str, str]:
+        if not self.stack.layer_config:
+            return {}
+        config = self.stack.layer_config
+        for name, value in self.backend.env.items():
+            config = config.replace(f"${name}", value)
+        # A backend that brings a config of its own (Sentinel's hosts) keeps it unless the
+        # user's config says otherwise.
+        own = json.loads(self.backend.env.get("CHANNEL_LAYER_CONFIG", "{}"))
+        return {"CHANNEL_LAYER_CONFIG": json.dumps({**own, **json.loads(config)})}
+
+    def start_servers(self) -> None:
+        try:
+            for _ in range(self.stack.servers):
+                self.servers.append(
+                    ChatServer.start(
+                        layer=self.stack.layer,
+                        consumer=self.stack.consumer,
+                        asgi=self.stack.asgi,
+                        backend=self.backend,
+                        env=self.layer_env(),
+                        log_dir=self.log_dir,
+                    )
+                )
+        except ServiceError as error:
+            raise StackError(str(error)) from None
+
+    def stop_servers(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.servers.clear()
+
+    def restart_servers(self) -> None:
+        self.stop_servers()
+        self.start_servers()
+
+    def start_afresh(self) -> None:
+        """Fresh server processes on an emptied backend, as at the first step.
+
+        Every capacity step starts here because an overloaded step leaves state behind that
+        slows the next one: InMemory keeps each closed socket's full channel (up to 100
+        messages) until its messages expire after 60 s, and scans every channel on each
+        receive and group_send; channels_redis keeps a dead channel's messages in Redis
+        until they expire. Measured on one InMemory Daphne, eight overload runs back to back
+        fell from 1,252 to 196 deliveries/s, so a search's earlier failures decided its later
+        steps. Only a Redis this stack started is flushed, never one given by URL."""
+        self.stop_servers()
+        self._flush_own_redis()
+        self.start_servers()
+
+    def _flush_own_redis(self) -> None:
+        server = self.backend.server if self.backend is not None else None
+        if not isinstance(server, RedisServer) or self.backend.sentinels is not None:
+            return
+        client = redis.Redis(host=server.host, port=server.port, socket_timeout=FLUSH_TIMEOUT_S)
+        try:
+            client.flushall()
+        except redis.RedisError as error:
+            message = f"emptying the stack's own Redis at {server.url} failed: {error}"
+            raise StackError(message) from None
+        finally:
+            client.close()
+
+    def settle_down(self, *, timeout_s: float = IDLE_TIMEOUT_S) -> bool:
+        """After an overloaded step: wait until the servers have worked off their backlog
+        (each uses under IDLE_CPU_SHARE of a core for IDLE_FOR_S), so that it cannot spill
+        into the next step; restart them if that takes longer than ``timeout_s``. Keeping
+        the warm processes avoids measuring a cold start instead of the load. True if they
+        went idle by themselves."""
+        deadline = time.monotonic() + timeout_s
+        previous = self._cpu_total()
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(IDLE_POLL_S)  # sampling CPU time; the deadline bounds it
+            current = self._cpu_total()
+            if previous is None or current is None:
+                break
+            if current - previous > IDLE_CPU_SHARE * IDLE_POLL_S * len(self.servers):
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= IDLE_FOR_S:
+                return True
+            previous = current
+        self.restart_servers()
+        return False
+
+    def _cpu_total(self) -> float | None:
+        readings = [stats.cpu_seconds() for stats in self.processes()]
+        return None if any(r is None for r in readings) else sum(readings)
+
+    def processes(self) -> list[ProcessStats]:
+        return [server.stats() for server in self.servers]
+
+    def backend_processes(self) -> list[ProcessStats]:
+        """The layer's own server (redis-server, postgres, ...) when this stack started
+        it; nothing for InMemory or a server given by URL."""
+        server = self.backend.server if self.backend is not None else None
+        if server is None or not server.running:
+            return []
+        return [ProcessStats(server.pid, with_children=True)]
+
+    @property
+    def description(self) -> str | None:
+        return self.servers[0].description if self.servers else None
