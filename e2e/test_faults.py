@@ -5,7 +5,7 @@ Two windows chat in a room on a Daphne server of the test's own, over a redis-se
 the test's own (the session's servers must never meet a restarted Redis), which is stopped
 (``shutdown``) and started again on the same port (``start_again``). What each layer does,
 found by experiment with channels-redis 4.3.0, redis-py 8.1.0 and Daphne 4.2.3 and
-asserted here (README, difference 9; docs/faults-browser.md):
+asserted here (README, difference 9; studies/faults_browser/README.md):
 
 - ``redis`` (RedisChannelLayer): every consumer waits for its messages in a blocking
   BZPOPMIN, which fails as soon as Redis goes away; the exception ends the consumer and

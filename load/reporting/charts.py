@@ -202,7 +202,7 @@ def latency_cdf(runs_by_name: Mapping[str, Record], title: str) -> str:
 
 
 def bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],
-         title: str, unit: str) -> str:  # fmt: skip
+         title: str, unit: str, value_format: str = "{:,.3g}") -> str:  # fmt: skip
     """Grouped horizontal bars: one group per run, one bar per series."""
     if not labels:
         return ""
@@ -216,7 +216,7 @@ def bars(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | Non
         )
         axes.bar_label(
             drawn,
-            labels=[f"{v:,.3g} {unit}" if v is not None else "-" for v in values],
+            labels=[f"{value_format.format(v)} {unit}" if v is not None else "-" for v in values],
             fontsize=7,
             padding=2,
         )

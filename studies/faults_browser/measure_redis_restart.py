@@ -1,6 +1,6 @@
 """How long after Redis comes back until a message typed in one window reaches another.
 
-    python -m e2e.measure_redis_restart --runs 3 --actions wait,reload
+    python -m studies.faults_browser.measure_redis_restart --runs 3 --actions wait,reload
 
 For each Redis layer and each action, ``--runs`` times: a redis-server and a Daphne of
 their own, two windows of headless Chromium in a room, a message that reaches both (the
@@ -12,7 +12,7 @@ action is what the person does at t = 0: ``wait`` (nothing) or ``reload`` (both
 windows, at once). A run that sees nothing within ``--limit`` seconds says so.
 
 The page is the one this checkout serves: for the tutorial's page, run this file from a
-checkout of a commit before the reconnecting page (docs/faults-browser.md says how).
+checkout of a commit before the reconnecting page (studies/faults_browser/README.md says how).
 Not a test: Redis stays away for the fault's length (``BackendServer.restart``), and its
 output is the numbers.
 """
@@ -96,7 +96,7 @@ def one_run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m e2e.measure_redis_restart")
+    parser = argparse.ArgumentParser(prog="python -m studies.faults_browser.measure_redis_restart")
     parser.add_argument("--layers", default=",".join(REDIS_LAYERS))
     parser.add_argument("--actions", default="wait,reload", help="wait, reload or both")
     parser.add_argument("--runs", type=int, default=3)
