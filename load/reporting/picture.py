@@ -23,7 +23,7 @@ XMLNS = 'xmlns="http://www.w3.org/2000/svg"'
 
 def stack_label(entry: Mapping[str, Any]) -> str:
     servers = entry.get("servers", 1)
-    return entry["layer"] + (f" ×{servers}" if servers > 1 else "")
+    return entry["layer"] + (f" x{servers}" if servers > 1 else "")
 
 
 def capacity_picture(summary: Mapping[str, Any], title: str) -> str:

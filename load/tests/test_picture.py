@@ -30,7 +30,7 @@ def test_every_stack_and_its_figure_is_drawn() -> None:
     svg = capacity_picture(summary, "Capacity")
     assert svg.startswith("<svg") and 'xmlns="http://www.w3.org/2000/svg"' in svg
     texts = re.findall(r">([^<>]+)</text>", svg)
-    for label in ("inmemory", "redis", "redis ×2", "postgres", "daphne", "uvicorn"):
+    for label in ("inmemory", "redis", "redis x2", "postgres", "daphne", "uvicorn"):
         assert label in texts
     bar_labels = [text for text in texts if text.endswith(" /s") or text == "-"]
     # Bars go series by series (daphne, then uvicorn), each over the stacks in order.
