@@ -10,6 +10,7 @@ from typing import Any
 from load.commands.machine import MachineLog
 from load.commands.measure import measure
 from load.commands.stack import LiveStack
+from load.core.faultkinds import KINDS
 from load.core.plan import Plan
 from load.reporting.record import Stack
 
@@ -35,7 +36,7 @@ def bench(
             label = f"{stack.label}-{plan.scenario}" + (f"-{number}" if repeat > 1 else "")
             run_dir = out / "runs" / label
             say(f"{label}: starting {stack.servers} {stack.asgi} ({stack.layer}, {stack.consumer})")
-            sentinel = plan.fault is not None and plan.fault.kind == "redis-failover"
+            sentinel = plan.fault is not None and KINDS[plan.fault.kind].needs_sentinels
             calibrated = machine.around(label) if machine else contextlib.nullcontext()
             with calibrated, LiveStack(stack, run_dir / "servers", sentinel=sentinel) as live:
                 record = measure(

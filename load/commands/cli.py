@@ -30,7 +30,7 @@ from harness import (
     interrupt_on_termination,
     interrupted_status,
 )
-from load.commands import replay
+from load.commands import inject, replay
 from load.commands.bench import bench
 from load.commands.capacity import (
     VARY,
@@ -488,7 +488,7 @@ def command_bench(args: argparse.Namespace) -> int:
     else:
         try:
             plan = plan_from_options(args, users=args.users, targets=["ws://127.0.0.1:1"])
-            faults.check_fault(plan.fault, stacks)
+            inject.check_fault(plan.fault, stacks)
         except ValueError as error:
             raise BadInput(str(error)) from None
     out = args.out or default_out("bench")

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from load.commands.inject import FaultInjector
 from load.commands.locust_run import read_clocks, results_path, run_locust
 from load.commands.remote import RemoteWorkers
 from load.commands.sampling import MachineSampler, ServerSampler
@@ -55,7 +56,7 @@ def measure(
     )
     backend = ServerSampler(live.backend_processes) if live.backend_processes() else None
     injector = (
-        faults.FaultInjector(plan.fault, plan, live, faults.start_file(results_path(run_dir)))
+        FaultInjector(plan.fault, plan, live, faults.start_file(results_path(run_dir)))
         if plan.fault is not None
         else None
     )

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from load.core.faultkinds import KINDS
 from load.core.scenarios import DEFAULTS, SCENARIOS, default_rooms
 
 SECOND_NS = 1_000_000_000
@@ -41,18 +42,12 @@ SPAWN_RATE = 100.0
 CONNECT_SLACK_S = 0.5
 
 
-FAULT_KINDS = (
-    "redis-restart",
-    "redis-stall",
-    "server-kill",
-    "slow-reader",
-    "redis-failover",
-    "backend-restart",
-)
+# The fault kinds' names (each kind is one object in load/core/faultkinds.py).
+FAULT_KINDS = tuple(KINDS)
 # The faults that act on Redis, so only on the Redis layers.
-REDIS_FAULTS = ("redis-restart", "redis-stall", "redis-failover")
+REDIS_FAULTS = tuple(name for name, kind in KINDS.items() if kind.acts_on_redis)
 # The faults that act on the server behind the layer, so only where the harness started it.
-BACKEND_FAULTS = (*REDIS_FAULTS, "backend-restart")
+BACKEND_FAULTS = tuple(name for name, kind in KINDS.items() if kind.breaks_backend)
 DEFAULT_FAULT_AT_S = 5.0
 DEFAULT_FAULT_FOR_S = 3.0
 DEFAULT_SLOW_SHARE = 0.1
@@ -135,7 +130,7 @@ class Plan:
     message_bytes: int = 0  # pad each chat message to about this many bytes (0: no padding)
     processes: int = 1  # Locust load processes on this machine
     run_id: str = field(default_factory=new_run_id)
-    fault: Fault | None = None  # injected by `bench` (load/core/faults.py)
+    fault: Fault | None = None  # injected by `bench` (load/commands/inject.py)
 
     @property
     def users(self) -> int:

@@ -39,12 +39,12 @@ from locust import User, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from load.core import faults
 from load.core.clock import Clock
 from load.core.codec import encode_frame_payload, encode_text
 from load.core.plan import SECOND_NS, Plan, add_options, new_run_id, plan_from_options
 from load.core.scenarios import CHURN_STAY_S, CLOSE_TIMEOUT_S, send_times
 from load.core.stats import FastLedger, Tally, Window, summarize
+from load.inlocust import slow_reader
 from load.inlocust.clocksync import SYNC
 from load.inlocust.wire import Connection, HubReceiver, WireError
 
@@ -206,7 +206,7 @@ class ChatUser(User):
             send_until_ns=process.window.until_ns if plan.rate > 0 else 0,
             leave_ns=process.leave_at_ns,
         )
-        slow = faults.slow_window(plan, process.window, user_index)
+        slow = slow_reader.slow_window(plan, process.window, user_index)
         if slow is not None:
             process.tally.counters["slow_sockets"] += 1
         rng = random.Random()
@@ -267,7 +267,7 @@ class ChatUser(User):
         if reconnect:
             process.tally.counters["reconnects"] += 1
         if slow is not None:
-            faults.shrink_receive_buffer(connection.sock)
+            slow_reader.shrink_receive_buffer(connection.sock)
         join_ns = process.clock.time_ns()
         socket_no = process.next_socket
         process.next_socket += 1
@@ -279,7 +279,7 @@ class ChatUser(User):
         else:
             # A slow reader stops in its callback, which must never happen in the hub: it
             # reads in a greenlet of its own (receive_loop), as every socket once did.
-            handler = faults.read_slowly(ledger.on_text, *slow, clock=process.clock)
+            handler = slow_reader.read_slowly(ledger.on_text, *slow, clock=process.clock)
             receiver = gevent.spawn(connection.receive_loop, handler, clock=process.clock)
         # When the reader saw the connection end (a hub callback right after it), not when
         # this greenlet next runs: the membership of a socket the server closed ends there.
@@ -550,7 +550,7 @@ def _on_test_start(environment: Any, *, process_clock: Clock, **_kwargs: Any) ->
         options.chatload_run_id = options.run_id or new_run_id()
         options.chatload_start_ns = process_clock.time_ns()
         options.chatload_users = options.num_users or runner.target_user_count or 1
-        faults.announce_start(options.results_file, options.chatload_start_ns)
+        slow_reader.announce_start(options.results_file, options.chatload_start_ns)
     options.run_id = options.chatload_run_id
     plan = plan_from_options(options, users=options.chatload_users, targets=_targets(environment))
     workers = options.expect_workers if isinstance(runner, WorkerRunner) else 1

@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from load.core.faultkinds import KINDS
 from load.core.faults import failure as fault_failure
 from load.core.stats import RESULT_COUNTS
 
@@ -114,32 +115,12 @@ def fault_line(fault: Mapping[str, Any]) -> str:
         f"server RSS {rss['before']} / {rss['peak']} / {rss['after']} MiB",
         f"{fault['server_tracebacks']} tracebacks",
     ]
-    if fault.get("failover_s") is not None:
-        parts.append(f"failover {fault['failover_s']:g} s")
-    if fault.get("mend_s") is not None:
-        parts.append(f"its server answered {fault['mend_s']:g} s after the window")
-    slow = fault.get("slow_reader")
-    if slow:
-        parts.append(
-            f"{slow['slow_sockets']} slow sockets, +{slow['server_rss_growth_mb']} MiB "
-            f"({slow['server_kb_per_slow_socket']} KiB each), "
-            + _growth_part(slow)
-            + f"p50 {slow['p50_ms_before']} → {slow['p50_ms_in_window']} ms"
-        )
+    kind = KINDS.get(fault["kind"])
+    if kind is not None:  # what the kind alone records (failover, mend, slow readers)
+        parts.extend(kind.report_parts(fault))
     if fault.get("injector_error"):
         parts.append(f"INJECTOR: {fault['injector_error']}")
     return "; ".join(parts)
-
-
-def _growth_part(slow: Mapping[str, Any]) -> str:
-    """The servers' growth per second once the kernel's buffers were full, if measured."""
-    if slow.get("server_rss_growth_mb_per_s") is None:
-        return ""
-    return (
-        f"+{slow['server_rss_growth_mb_per_s']} MiB/s once the kernel's "
-        f"{slow['kernel_buffer_kb_per_socket']} KiB per socket filled "
-        f"({slow['buffers_full_after_s']} s in), "
-    )
 
 
 def problems(run: Record) -> list[str]:

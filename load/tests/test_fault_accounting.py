@@ -7,18 +7,18 @@ import argparse
 
 import pytest
 
+from load.commands.inject import check_fault
 from load.core.faults import (
     InjectorLog,
     RssReadings,
-    check_fault,
     fault_record,
-    slow_window,
     time_to_recover,
     time_to_steady,
     window_seconds,
 )
 from load.core.plan import Fault, Shape, build_plan, plan_from_options
 from load.core.stats import Window
+from load.inlocust.slow_reader import slow_window
 from load.reporting.record import Stack
 from load.tests.test_plan import locust_like_parser
 

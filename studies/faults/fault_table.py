@@ -13,8 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for load.core.faults
-from load.core.faults import failure  # after the path it needs
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for load.core
+from load.core.faultkinds import KINDS  # after the path it needs
+from load.core.faults import failure
 
 COLUMNS = (
     ("dropped", lambda r: r["fault"]["sockets_dropped"]),
@@ -91,15 +92,8 @@ def main(root: Path) -> None:
         extra = []
         for run in runs:
             fault = run["fault"]
-            if fault.get("failover_s") is not None:
-                extra.append(f"failover {fault['failover_s']} s")
-            if fault.get("slow_reader"):
-                slow = fault["slow_reader"]
-                extra.append(
-                    f"{slow['slow_sockets']} slow, +{slow['server_rss_growth_mb']} MiB "
-                    f"({slow['server_kb_per_slow_socket']} KiB/slow socket), p50 "
-                    f"{slow['p50_ms_before']} -> {slow['p50_ms_in_window']} ms"
-                )
+            if fault["kind"] in KINDS:  # what the kind alone records (failover, slow readers)
+                extra.extend(KINDS[fault["kind"]].table_notes(fault))
             extra.append(json.dumps(run["errors_by_kind"]))
         print(f"\n{kind} {layer} {asgi} x{servers}: " + "; ".join(extra))
 
