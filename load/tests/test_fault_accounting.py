@@ -179,6 +179,8 @@ def test_locust_rebuilds_the_fault() -> None:
     ("fault", "stack", "needle"),
     [
         (Fault("redis-stall"), Stack("inmemory"), "acts on Redis"),
+        (Fault("redis-restart"), Stack("inmemory"), "acts on Redis"),
+        (Fault("redis-failover"), Stack("nats"), "acts on Redis"),
         (Fault("redis-failover"), Stack("redis-pubsub", servers=2), None),
         (Fault("server-kill"), Stack("redis", servers=1), "--servers 2 or more"),
         (Fault("server-kill"), Stack("inmemory"), None),
