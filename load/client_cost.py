@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -35,7 +34,7 @@ from typing import Any
 from harness import ChatServer
 from load.commands.locust_run import KILL_AFTER_S, LOCUSTFILE, ROOT, locust_command
 from load.core.plan import Plan, Shape, build_plan
-from load.core.stats import Tally, summarize
+from load.core.stats import Tally, median_of_known, summarize
 from load.reporting.record import harness_info
 
 SHAPE = Shape(users=60, rooms=6, rate=5.0)  # 6 rooms x 10 members x 10 msg/s x 5 = 3,000/s
@@ -108,8 +107,7 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     result = {}
     for key in ("delivered_per_s", "client_us_per_delivery", "p50_ms", "probe_p50_ms",
                 "p50_ratio"):  # fmt: skip
-        values = [run[key] for run in runs if run[key] is not None]
-        result[key] = round(statistics.median(values), 3) if values else None
+        result[key] = median_of_known((run[key] for run in runs), 3)
     return result
 
 

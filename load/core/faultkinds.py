@@ -200,6 +200,9 @@ class SlowReader(FaultKind):
     ) -> dict[str, Any]:
         """Server growth per slow socket, and whether everyone else was delayed: the p50
         of a second's deliveries is a normal reader's while slow readers are under half."""
+        # Here, not at the top: stats imports plan, which imports this module.
+        from load.core.stats import median_of_known
+
         slow = counters.get("slow_sockets", 0)
         inside = set(window_seconds(fault))
         before = [row["p50_ms"] for row in rows if row["t_s"] < fault.at_s and row.get("p50_ms")]
@@ -216,8 +219,8 @@ class SlowReader(FaultKind):
             ),
             "buffers_full_after_s": rss.buffers_full_s,
             "server_rss_growth_mb_per_s": rss.growth_mb_per_s,
-            "p50_ms_before": _median(before),
-            "p50_ms_in_window": _median(during),
+            "p50_ms_before": median_of_known(before, 3),
+            "p50_ms_in_window": median_of_known(during, 3),
         }
 
     def report_parts(self, record: Record) -> list[str]:
@@ -251,16 +254,6 @@ def _growth_part(slow: Mapping[str, Any]) -> str:
         f"{slow['kernel_buffer_kb_per_socket']} KiB per socket filled "
         f"({slow['buffers_full_after_s']} s in), "
     )
-
-
-def _median(values: Sequence[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return round((ordered[middle - 1] + ordered[middle]) / 2, 3)
 
 
 class RedisFailover(FaultKind):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from array import array
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,6 +43,18 @@ from typing import Any
 
 from load.core.codec import Stamp, parse_server_payload, room_prefix
 from load.core.plan import SECOND_NS, Plan
+
+
+def median_of_known(values: Iterable[float | None], digits: int | None = None) -> float | None:
+    """The median of the values that are known (None left out), rounded to ``digits``
+    decimals when given; None when no value is known. The one median of the harness, its
+    report and its studies."""
+    known = [value for value in values if value is not None]
+    if not known:
+        return None
+    middle = statistics.median(known)
+    return middle if digits is None else round(middle, digits)
+
 
 # Bucket i holds values in [RATIO**i, RATIO**(i+1)); reporting the geometric middle of a
 # bucket is off by at most sqrt(RATIO) - 1 = 0.995 % of the true value.

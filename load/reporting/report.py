@@ -4,13 +4,12 @@ charts from charts.py, no scripts, no network) and the Locust web UI's result pa
 from __future__ import annotations
 
 import html
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from load.core.faultkinds import KINDS
 from load.core.faults import failure as fault_failure
-from load.core.stats import RESULT_COUNTS
+from load.core.stats import RESULT_COUNTS, median_of_known
 
 Record = Mapping[str, Any]
 
@@ -178,8 +177,7 @@ def medians(runs: Sequence[Record]) -> list[dict[str, Any]]:
         layer, consumer, servers, asgi, scenario = key
 
         def med(get: Callable[[Record], Any], group: list[Record] = group) -> Any:
-            values = [get(r) for r in group if get(r) is not None]
-            return statistics.median(values) if values else None
+            return median_of_known(get(r) for r in group)
 
         rows.append(
             {

@@ -15,12 +15,15 @@ passing step, which differs between variants.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for load
+
+from load.core.stats import median_of_known
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def cost_table(searches: Sequence[Search]) -> str:
     ]
     base = None
     for (channels, consumer), group in variants.items():
-        medians = [_median([cost_at(s, rate) for s in group]) for rate in rates]
+        medians = [median_of_known([cost_at(s, rate) for s in group]) for rate in rates]
         base = base or medians
         cells = [f"{_num(m)} ({_ratio(m, b)})" for m, b in zip(medians, base, strict=True)]
         lines.append(f"| {channels} | {consumer} | " + " | ".join(cells) + " |")
@@ -101,17 +104,11 @@ def cost_table(searches: Sequence[Search]) -> str:
 
 
 def cost_at(search: Search, rate: float) -> float | None:
-    costs = [
+    return median_of_known(
         r["server_cpu_us_per_delivery"]
         for r in search.runs
         if r["passed"] and r["rate_per_user"] == rate and r["server_cpu_us_per_delivery"]
-    ]
-    return statistics.median(costs) if costs else None
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known else None
+    )
 
 
 def table(searches: Sequence[Search]) -> str:
@@ -123,7 +120,9 @@ def table(searches: Sequence[Search]) -> str:
     for variant, group in variants.items():
         capacities = [s.entry["deliveries_per_s"] for s in group]
         costs = [cost_at(s, rate) for s in group] if rate is not None else []
-        rows.append((variant, group, _median(capacities), _median(costs), capacities, costs))
+        rows.append(
+            (variant, group, median_of_known(capacities), median_of_known(costs), capacities, costs)
+        )
     base_capacity, base_cost = rows[0][2], rows[0][3]
     offered = None
     if rate is not None:

@@ -39,7 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "app")]
 from harness import ChatServer  # noqa: E402
 from load.commands.locust_run import KILL_AFTER_S, locust_command  # noqa: E402
 from load.core.plan import Plan, Shape, build_plan  # noqa: E402
-from load.core.stats import Tally, summarize, timeline  # noqa: E402
+from load.core.stats import Tally, median_of_known, summarize, timeline  # noqa: E402
 from load.reporting.record import harness_info  # noqa: E402
 
 FIGURES = ("delivered_per_s", "received_per_s", "sent_share", "p50_ms", "p99_ms")
@@ -104,8 +104,7 @@ def comparable(result: dict[str, Any], plan: Plan) -> dict[str, Any]:
 
 
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [run[key] for run in runs if run.get(key) is not None]
-    return round(statistics.median(values), 3) if values else None
+    return median_of_known((run.get(key) for run in runs), 3)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,11 +14,14 @@ until the chat was whole again after the layer's server restarted.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for load
+
+from load.core.stats import median_of_known
 
 TITLES = {
     "inmemory": "InMemory",
@@ -32,11 +35,6 @@ TITLES = {
 
 DASH = "\u2013"  # an en dash: a range, or no figure
 TIMES = "\u00d7"
-
-
-def median(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known else None
 
 
 def number(value: float | None, digits: int = 0) -> str:
@@ -95,13 +93,13 @@ def restart_recovery(faults: Path | None) -> dict[tuple[str, str], str]:
     cells = {}
     for key, runs in groups.items():
         faults_of = [run["fault"] for run in runs]
-        dropped = median([f["sockets_dropped"] for f in faults_of])
-        lost = median([run["lost"] for run in runs])
+        dropped = median_of_known([f["sockets_dropped"] for f in faults_of])
+        lost = median_of_known([run["lost"] for run in runs])
         # The median, "never" counting as longer than any time.
         times = [f["time_to_steady_s"] for f in faults_of]
         ordered = sorted(t for t in times if t is not None) + [None] * times.count(None)
         steady = ordered[len(ordered) // 2]
-        back = median([f.get("mend_s") for f in faults_of])
+        back = median_of_known([f.get("mend_s") for f in faults_of])
         if steady is None:
             when = f"**never steady again** ({times.count(None)} of {len(times)})"
         else:
@@ -144,11 +142,11 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
             else ""
         )
         held = at_common_load(runs, searches, rate)
-        p50 = median([r["latency_ms"]["p50"] for r in held])
-        p99 = median([r["latency_ms"]["p99"] for r in held])
+        p50 = median_of_known([r["latency_ms"]["p50"] for r in held])
+        p99 = median_of_known([r["latency_ms"]["p99"] for r in held])
         latency = f"{number(p50, 1)} / {number(p99, 1)} ms" if held else DASH
-        server_us = median([r["server_cpu_us_per_delivery"] for r in held])
-        backend_us = median([r["backend_cpu_us_per_delivery"] for r in held])
+        server_us = median_of_known([r["server_cpu_us_per_delivery"] for r in held])
+        backend_us = median_of_known([r["backend_cpu_us_per_delivery"] for r in held])
         duplicates = sum(r["duplicated"] for r in runs if r["search"] in searches)
         name = TITLES.get(layer, layer) + (f" {TIMES}{servers}" if servers > 1 else "")
         lines.append(
