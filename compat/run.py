@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -24,6 +23,7 @@ from typing import Any
 
 from compat import RESULTS_DIR_VARIABLE
 from compat.matrix import PACKAGES, Cell, project_requirements, pytest_args_for
+from harness import launch, stop_process
 from load.core.summaries import read_capacity_summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,8 @@ INSTALL_TIMEOUT_S = 600.0
 # start, past what one InMemory Daphne holds on two cores.
 DEFAULT_CAPACITY_ARGS = ("--layers", "inmemory", "--ramp-steps", "5")
 CAPACITY_TIMEOUT_S = 600.0
+# What a cell's pytest gets, after SIGTERM at its time limit, to stop its own servers.
+STOP_GRACE_S = 15.0
 # Longest one reason line may be in the table (the logs keep the rest).
 REASON_CHARS = 240
 
@@ -241,35 +243,14 @@ def _run_logged(
     The command gets a process group of its own so that on timeout everything it started
     (Daphne, redis-server, Chromium) is stopped with it.
     """
-    with log.open("w") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            code: int | None = process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            code = None
-            _stop_group(process)
+    process = launch(command, log_path=log, cwd=ROOT, env=env, fresh_log=True)
+    try:
+        code: int | None = process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        code = None
+    # SIGTERM lets the cell's pytest stop its servers; then the whole group goes.
+    stop_process(process, timeout=STOP_GRACE_S)
     return code, log.read_text(errors="replace")
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    for sig, grace_s in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _tested_versions(installed: dict[str, str]) -> dict[str, str]:

@@ -116,10 +116,12 @@ def launch(
     cwd: Path,
     env: dict[str, str] | None = None,
     user: str | None = None,
+    fresh_log: bool = False,
 ) -> subprocess.Popen:
-    """Start a server with its output in ``log_path``, in a session of its own (so that
-    ``stop_process`` can find everything it starts), as ``user`` if given."""
-    with log_path.open("ab") as log:
+    """Start a process with its output in ``log_path`` (appended to, or written afresh with
+    ``fresh_log``), in a session of its own (so that ``stop_process`` and
+    ``kill_process_group`` find everything it starts), as ``user`` if given."""
+    with log_path.open("wb" if fresh_log else "ab") as log:
         return subprocess.Popen(
             command,
             cwd=cwd,

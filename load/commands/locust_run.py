@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from harness import kill_process_group
+from harness import kill_process_group, launch
 from load.commands.remote import RemoteWorkers
 from load.core.plan import Plan
 from load.core.scenarios import CLOSE_TIMEOUT_S
@@ -85,17 +85,10 @@ def run_locust(
     limit_s = plan.total_s + KILL_AFTER_S + (remote.wait_s if remote else 0.0)
     command = locust_command(plan, run_dir, results_file, remote, progress_file)
     watching = progress(progress_file) if progress else contextlib.nullcontext()
-    with log_path.open("wb") as log, watching:
+    with watching:
         # In a session of its own, so that however this ends (a result, the time limit,
         # Ctrl-C, SIGTERM) the whole group goes: the master and any --processes workers.
-        locust = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        locust = launch(command, log_path=log_path, cwd=ROOT, fresh_log=True)
         try:
             if on_start is not None:
                 on_start(locust.pid)
