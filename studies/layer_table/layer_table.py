@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, fo
 
 from load.core.stats import median_of_known
 
+BUSY = "†"  # a contended search
 TITLES = {
     "inmemory": "InMemory",
     "redis": "Redis",
@@ -134,7 +135,9 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
     for (layer, asgi, servers), entry in medians.items():
         repeats = repeats_of[(layer, asgi, servers)]
         searches = [e["search"] for e in repeats]
-        capacities = [e["deliveries_per_s"] for e in repeats]
+        capacities = [
+            number(e["deliveries_per_s"]) + (BUSY if e.get("contended") else "") for e in repeats
+        ]
         daphne = medians.get((layer, "daphne", servers))
         ratio = (
             f"{entry['deliveries_per_s'] / daphne['deliveries_per_s']:.2f}"
@@ -151,10 +154,16 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         name = TITLES.get(layer, layer) + (f" {TIMES}{servers}" if servers > 1 else "")
         lines.append(
             f"| {name} | {asgi.capitalize()} | {number(entry['deliveries_per_s'])} "
-            f"({' / '.join(number(c) for c in capacities)}) | {ratio} "
+            f"({' / '.join(capacities)}) | {ratio} "
             f"| {past_cell(repeats, duplicates)} | {latency} | {number(server_us)} "
             f"| {number(backend_us, 1)} | {restarts.get((layer, asgi), DASH)} |"
         )
+    if any(e.get("contended") for e in summary.get("capacity_repeats") or summary["capacity"]):
+        lines += [
+            "",
+            f"{BUSY} a search with a step that was busy twice (more than 0.25 of a core of other "
+            "work): that figure is from a busy moment, not a quiet machine.",
+        ]
     return "\n".join(lines)
 
 
