@@ -111,8 +111,11 @@ def _choices(allowed: Sequence[str], what: str):
 def _consumer(text: str) -> str:
     try:
         return check_consumer(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from async, sync, or the dotted path of a "
+            "consumer class)"
+        ) from None
 
 
 def _server_counts(text: str) -> list[int]:
