@@ -7,7 +7,7 @@ nox -s heavy          the tests that measure load for minutes (left out of tests
 nox -s bench          the main job: capacity of each layer, with charts
 nox -s capacity -- ... python -m load capacity ...
 nox -s serve -- ...   the chat on http://127.0.0.1:8000 (python services.py serve ...)
-nox -s lint           ruff
+nox -s lint           ruff and mypy
 nox -s compat         the version matrix (opt-in, slow)
 """
 
@@ -94,10 +94,14 @@ def serve(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("ruff>=0.6")
+    """ruff check, ruff format --check, and mypy (its files and settings: [tool.mypy] in
+    pyproject.toml). mypy follows the imports into Django, channels, Locust and the rest,
+    so the project is installed with its test dependencies; the lint extra brings ruff and
+    mypy."""
+    session.install("-e", ".[test,lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
 
 
 @nox.session(default=False)

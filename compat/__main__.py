@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from compat import report
 from compat.matrix import Cell, all_cells, custom_cell, matrix_notes, newer_releases
@@ -115,7 +116,7 @@ def run_matrix(
     pytest_args = tuple(shlex.split(args.pytest_args))
     capacity_args = tuple(shlex.split(args.capacity_args)) if args.capacity else None
     started = time.monotonic()
-    meta = {
+    meta: dict[str, Any] = {
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": subprocess.run(
             [args.python, "-c", "import platform; print(platform.python_version())"],

@@ -13,7 +13,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from compat.matrix import AXES, PACKAGES
 from compat.run import CellResult
@@ -123,7 +123,9 @@ def grid(results: Sequence[CellResult]) -> list[str]:
         for series in AXES[column_axis]:
             result = by_series.get((*row, series))
             marks.append("·" if result is None else ("✅" if result.passed else "❌"))
-        lines.append("| " + " | ".join(row) + " | " + " | ".join(marks) + " |")
+        # Every result kept above names a series for each package.
+        names = cast("tuple[str, ...]", row)
+        lines.append("| " + " | ".join(names) + " | " + " | ".join(marks) + " |")
     return lines
 
 

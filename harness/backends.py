@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from harness.processes import (
     LOOPBACK,
@@ -170,6 +170,7 @@ class BackendServer:
         """SIGSTOP: the server stops answering while its connections stay open (a stall:
         a long fork, a swapped-out host, a network partition without resets)."""
         if self.running:
+            assert self.process is not None  # running says so
             os.killpg(self.process.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
@@ -319,7 +320,7 @@ SENTINEL_FAILOVER_TIMEOUT_MS = 5000
 SENTINEL_POLL_S = 0.1
 
 
-def _redis_command(host: str, port: int, *args: str, timeout: float = 1.0) -> object:
+def _redis_command(host: str, port: int, *args: str, timeout: float = 1.0) -> Any:
     """One command to a Redis server or sentinel; None when it does not answer."""
     import redis  # channels-redis's own client; imported here so other layers need not have it
 

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import pytest
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from harness import Backend, ChatServer, ServiceError, layer_backend, service_of
 from harness.backends import environment
@@ -29,7 +30,7 @@ from harness.backends import environment
 SERVICE_MARKS = {name: getattr(pytest.mark, name) for name in environment.SERVICES}
 
 
-def layer_param(layer: str) -> pytest.param:
+def layer_param(layer: str) -> pytest.ParameterSet:
     """``layer`` as a pytest parameter (id: the layer name) with its server's mark."""
     service = service_of(layer)
     return pytest.param(layer, id=layer, marks=SERVICE_MARKS[service.name] if service else ())
@@ -118,7 +119,7 @@ def wait_for_layer_round_trip(server: ChatServer, timeout: float = LAYER_READY_S
     posted = 0
     try:
         with connect(
-            f"{server.ws_url}/ws/chat/{room}/", origin=server.url, open_timeout=timeout
+            f"{server.ws_url}/ws/chat/{room}/", origin=Origin(server.url), open_timeout=timeout
         ) as socket:
             while time.monotonic() < deadline:
                 socket.send(json.dumps({"message": "ready?"}))
@@ -143,7 +144,7 @@ class LiveServers:
     consumer, ASGI server), all servers of a layer sharing the session's backend:
     ``count=2`` hands out the server ``count=1`` does and starts just one more."""
 
-    def __init__(self, backend_for: Callable[[str], Backend], tmp_dir: Path) -> None:
+    def __init__(self, backend_for: Callable[[str], Backend | None], tmp_dir: Path) -> None:
         self._backend_for = backend_for
         self._tmp_dir = tmp_dir
         self._started: dict[tuple[str, str, str], list[ChatServer]] = {}
@@ -159,7 +160,13 @@ class LiveServers:
         return servers[:count]
 
     def start(
-        self, layer: str, consumer: str, asgi: str, *, backend: Backend, log_name: str = ""
+        self,
+        layer: str,
+        consumer: str,
+        asgi: str,
+        *,
+        backend: Backend | None,
+        log_name: str = "",
     ) -> ChatServer:
         """One more server on ``backend``, not kept: handed out once a message has made
         the round trip through its layer."""

@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import psutil
 
@@ -134,7 +135,15 @@ def launch(
         )
 
 
-def run_as(user: str | None) -> dict[str, object]:
+class RunAs(TypedDict, total=False):
+    """The keyword arguments ``run_as`` gives subprocess.Popen and subprocess.run."""
+
+    user: str
+    group: int
+    extra_groups: list[int]
+
+
+def run_as(user: str | None) -> RunAs:
     """subprocess keyword arguments that run a command as ``user`` (root only), with that
     user's group and none of root's supplementary groups."""
     if user is None:

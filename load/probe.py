@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import websockets
+from websockets.typing import Origin
 
 
 class Room:
@@ -59,7 +60,7 @@ async def _member(
 ) -> None:
     host = target.removeprefix("ws://")
     async with websockets.connect(
-        f"{target}/ws/chat/{room.name}/", origin=f"http://{host}", compression=None
+        f"{target}/ws/chat/{room.name}/", origin=Origin(f"http://{host}"), compression=None
     ) as socket:
 
         async def receive() -> None:

@@ -1,4 +1,6 @@
 # chat/routing.py
+from typing import Any
+
 from django.conf import settings
 from django.urls import re_path
 from django.utils.module_loading import import_string
@@ -7,7 +9,7 @@ from . import consumers
 
 # CHAT_CONSUMER picks tutorial part 3's async consumer (default) or part 2's sync one,
 # or names a consumer class by its dotted path (a variant measured beside them).
-ChatConsumer = {
+ChatConsumer: type[Any] = {
     "async": consumers.ChatConsumer,
     "sync": consumers.SyncChatConsumer,
 }.get(settings.CHAT_CONSUMER) or import_string(settings.CHAT_CONSUMER)

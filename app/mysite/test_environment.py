@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 import websockets
+from websockets.typing import Origin
 
 from harness import APP_DIR, UVICORN_WEBSOCKETS, ChatServer, ServiceError
 from harness.live import layer_param
@@ -226,7 +227,7 @@ def test_bad_value_stops_daphne_with_one_line(tmp_path):
 
 async def say_hello(server: ChatServer) -> dict:
     async with websockets.connect(
-        f"{server.ws_url}/ws/chat/lobby/", origin=server.url, open_timeout=10
+        f"{server.ws_url}/ws/chat/lobby/", origin=Origin(server.url), open_timeout=10
     ) as socket:
         await socket.send(json.dumps({"message": "hello"}))
         return json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
@@ -253,8 +254,8 @@ def test_uvicorn_serves_the_chat(live_chat, layer):
     async def round_trip() -> list[dict]:
         room_url = f"{server.ws_url}/ws/chat/uvicorn_{layer}/"
         async with (
-            websockets.connect(room_url, origin=server.url, open_timeout=10) as sender,
-            websockets.connect(room_url, origin=server.url, open_timeout=10) as listener,
+            websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as sender,
+            websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as listener,
         ):
             await sender.send(json.dumps({"message": "served by uvicorn"}))
             return [
@@ -273,7 +274,7 @@ def test_live_server_refuses_bad_room_names_with_403_not_500(live_chat, room):
     async def handshake() -> int:
         try:
             async with websockets.connect(
-                f"{server.ws_url}/ws/chat/{room}/", origin=server.url, open_timeout=10
+                f"{server.ws_url}/ws/chat/{room}/", origin=Origin(server.url), open_timeout=10
             ):
                 return 101
         except websockets.InvalidStatus as refused:
@@ -295,8 +296,8 @@ def test_sockets_idle_past_redis_read_timeout_stay_open(live_chat):
     async def idle_then_talk(server: ChatServer) -> list[dict]:
         room_url = f"{server.ws_url}/ws/chat/idle_{server.port}/"
         async with (
-            websockets.connect(room_url, origin=server.url, open_timeout=10) as sender,
-            websockets.connect(room_url, origin=server.url, open_timeout=10) as listener,
+            websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as sender,
+            websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as listener,
         ):
             await asyncio.sleep(idle_seconds)
             await sender.send(json.dumps({"message": "still there?"}))

@@ -100,13 +100,13 @@ def search_stack(
                 live.start_afresh()
             plan = base.with_shape(settings.shape_at(base.shape, value))
             run_dir = out / "runs" / label / f"step-{number:02d}"
-            step = f"{label} step {number}"
+            step_name = f"{label} step {number}"
             record = measure_quietly(
                 plan,
                 run_dir,
                 stack=stack,
                 live=live,
-                progress=progress(step) if progress else None,
+                progress=progress(step_name) if progress else None,
                 say=say,
             )
             broke = settings.objective.broken(record)
@@ -461,7 +461,8 @@ def regressions(
     below the like baseline entry's (``key_of``), and one per stack that could not be
     compared: no like entry in the baseline ("no baseline"), or one that held nothing."""
     old_by_key = {key_of(e): e for e in baseline}
-    problems, notes = [], []
+    problems: list[str] = []
+    notes: list[str] = []
     for entry in entries:
         name = Stack(entry["layer"], entry["servers"], entry["consumer"], entry["asgi"]).label
         old = old_by_key.get(key_of(entry))

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from harness import (
     ASGI_SERVERS,
@@ -442,7 +443,7 @@ def check_target(target: str) -> None:
     url = f"ws://{netloc}/ws/chat/{new_run_id()}-preflight/"
     try:
         # The Origin matches the host, as AllowedHostsOriginValidator requires.
-        with connect(url, origin=f"http://{netloc}", open_timeout=5, close_timeout=2):
+        with connect(url, origin=Origin(f"http://{netloc}"), open_timeout=5, close_timeout=2):
             pass
     except (OSError, WebSocketException) as error:
         raise HarnessError(f"cannot open a chat WebSocket on {target}: {error}") from None
@@ -477,7 +478,7 @@ def command_run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(out / "locust", ignore_errors=True)
         shutil.move(run_dir, out / "locust")
-    summary = {"harness": harness, "runs": [record]}
+    summary: dict[str, Any] = {"harness": harness, "runs": [record]}
     write_outputs(out, summary)
     say(report.table(summary["runs"]))
     say(f"wrote {out / 'summary.json'} and {out / 'report.html'}")
@@ -491,6 +492,7 @@ def command_bench(args: argparse.Namespace) -> int:
     else:
         try:
             plan = plan_from_options(args, users=args.users, targets=["ws://127.0.0.1:1"])
+            assert plan.fault is not None  # --fault was given
             inject.check_fault(plan.fault, stacks)
         except ValueError as error:
             raise BadInput(str(error)) from None

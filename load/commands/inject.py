@@ -42,6 +42,7 @@ def check_fault(
     environ = os.environ if environ is None else environ
     kind = KINDS[fault.kind]
     for stack in stacks:
+        assert stack.layer is not None  # a stack the harness starts names its layer
         refusal = kind.refusal(stack, service_of(stack.layer), environ)
         if refusal is not None:
             raise ValueError(refusal)

@@ -90,16 +90,16 @@ class ServerSampler(_PeriodicSampler):
 
     def cpu_at(self, at_ns: int) -> float | None:
         """CPU seconds used by ``at_ns``, interpolated between the samples around it."""
-        known = [s for s in self.samples if s.cpu_s is not None]
-        if not known or not known[0].at_ns <= at_ns <= known[-1].at_ns:
+        known = [(s.at_ns, s.cpu_s) for s in self.samples if s.cpu_s is not None]
+        if not known or not known[0][0] <= at_ns <= known[-1][0]:
             return None
-        times = [s.at_ns for s in known]
+        times = [sample_ns for sample_ns, _ in known]
         after = bisect.bisect_left(times, at_ns)  # the first sample at or after at_ns
         if times[after] == at_ns:
-            return known[after].cpu_s
-        before = known[after - 1]
-        share = (at_ns - before.at_ns) / (known[after].at_ns - before.at_ns)
-        return before.cpu_s + share * (known[after].cpu_s - before.cpu_s)
+            return known[after][1]
+        (before_ns, before_cpu_s), (after_ns, after_cpu_s) = known[after - 1], known[after]
+        share = (at_ns - before_ns) / (after_ns - before_ns)
+        return before_cpu_s + share * (after_cpu_s - before_cpu_s)
 
     def cpu_between(self, start_ns: int, end_ns: int) -> float | None:
         start, end = self.cpu_at(start_ns), self.cpu_at(end_ns)
@@ -111,18 +111,22 @@ class ServerSampler(_PeriodicSampler):
             for s in self.samples
             if (start_ns is None or s.at_ns >= start_ns) and (end_ns is None or s.at_ns <= end_ns)
         ]
-        if not values or any(v is None for v in values):
+        readings = [v for v in values if v is not None]
+        if not values or len(readings) < len(values):  # a sample without a reading
             return None
-        return round(max(values), 1)
+        return round(max(readings), 1)
 
     def rss_at(self, at_ns: int) -> float | None:
         """The last memory reading at or before ``at_ns``."""
         earlier = [s for s in self.samples if s.at_ns <= at_ns]
-        return None if not earlier or earlier[-1].rss_mb is None else round(earlier[-1].rss_mb, 1)
+        last = earlier[-1].rss_mb if earlier else None
+        return None if last is None else round(last, 1)
 
-    def per_second(self, window: Window, seconds: Sequence[int]) -> dict[int, dict[str, float]]:
+    def per_second(
+        self, window: Window, seconds: Sequence[int]
+    ) -> dict[int, dict[str, float | None]]:
         """For each timeline second: the servers' CPU share of one core and peak memory."""
-        rows: dict[int, dict[str, float]] = {}
+        rows: dict[int, dict[str, float | None]] = {}
         for second in seconds:
             start = window.start_ns + second * SECOND_NS
             cpu = self.cpu_between(start, start + SECOND_NS)

@@ -49,6 +49,8 @@ class LiveStack:
 
     def __enter__(self) -> LiveStack:
         try:
+            # A stack the harness starts names its layer (cli.stacks_of, replay._stack_of).
+            assert self.stack.layer is not None
             self.backend = self._exit.enter_context(
                 layer_backend(self.stack.layer, sentinel=self.sentinel)
             )
@@ -73,6 +75,7 @@ class LiveStack:
         if not self.stack.layer_config:
             return {}
         config = self.stack.layer_config
+        assert self.backend is not None  # set on __enter__, before any server starts
         for name, value in self.backend.env.items():
             config = config.replace(f"${name}", value)
         # A backend that brings a config of its own (Sentinel's hosts) keeps it unless the
@@ -81,6 +84,9 @@ class LiveStack:
         return {"CHANNEL_LAYER_CONFIG": json.dumps({**own, **json.loads(config)})}
 
     def start_servers(self) -> None:
+        # A stack the harness starts names all three (cli.stacks_of, replay._stack_of).
+        assert self.stack.layer is not None
+        assert self.stack.consumer is not None and self.stack.asgi is not None
         try:
             for _ in range(self.stack.servers):
                 self.servers.append(
@@ -121,7 +127,11 @@ class LiveStack:
 
     def _flush_own_redis(self) -> None:
         server = self.backend.server if self.backend is not None else None
-        if not isinstance(server, RedisServer) or self.backend.sentinels is not None:
+        if (
+            self.backend is None  # then server is None too
+            or not isinstance(server, RedisServer)
+            or self.backend.sentinels is not None
+        ):
             return
         client = redis.Redis(host=server.host, port=server.port, socket_timeout=FLUSH_TIMEOUT_S)
         try:
@@ -156,7 +166,8 @@ class LiveStack:
 
     def _cpu_total(self) -> float | None:
         readings = [stats.cpu_seconds() for stats in self.processes()]
-        return None if any(r is None for r in readings) else sum(readings)
+        known = [r for r in readings if r is not None]
+        return None if len(known) < len(readings) else sum(known)
 
     def processes(self) -> list[ProcessStats]:
         return [server.stats() for server in self.servers]
@@ -167,6 +178,7 @@ class LiveStack:
         server = self.backend.server if self.backend is not None else None
         if server is None or not server.running:
             return []
+        assert server.pid is not None  # a running server has a process
         return [ProcessStats(server.pid, with_children=True)]
 
     @property

@@ -141,7 +141,7 @@ def latency_bound_ns(corrections: Sequence[Correction | None]) -> float | None:
         return 0.0
     if any(correction is None for correction in corrections):
         return None
-    bounds = sorted((c.error_bound_ns for c in corrections), reverse=True)
+    bounds = sorted((c.error_bound_ns for c in corrections if c is not None), reverse=True)
     return bounds[0] + bounds[1]
 
 

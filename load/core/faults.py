@@ -21,13 +21,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from load.core.faultkinds import KINDS, window_seconds
 from load.core.plan import SECOND_NS, Fault, Plan
 
 if TYPE_CHECKING:
-    from load.commands.sampling import ServerSampler
+    from load.commands.sampling import Sample
     from load.core.stats import Window
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -219,8 +219,15 @@ class RssReadings:
 GROWTH_MIN_SPAN_S = 1.0
 
 
+class Sampled(Protocol):
+    """What rss_readings reads of a ServerSampler (load/commands/sampling.py): its samples."""
+
+    @property
+    def samples(self) -> Sequence[Sample]: ...
+
+
 def rss_readings(
-    sampler: ServerSampler,
+    sampler: Sampled,
     log: InjectorLog | None,
     window: Window,
     fault: Fault,
@@ -234,9 +241,9 @@ def rss_readings(
         if log is not None and log.began_ns
         else window.start_ns + round(fault.at_s * SECOND_NS)
     )
-    known = [s for s in sampler.samples if s.rss_mb is not None]
-    before = [s.rss_mb for s in known if s.at_ns <= began]
-    after = [s.rss_mb for s in known if began <= s.at_ns <= window.until_ns]
+    known = [(s.at_ns, s.rss_mb) for s in sampler.samples if s.rss_mb is not None]
+    before = [rss_mb for at_ns, rss_mb in known if at_ns <= began]
+    after = [rss_mb for at_ns, rss_mb in known if began <= at_ns <= window.until_ns]
     readings = RssReadings(
         before=round(before[-1], 1) if before else None,
         peak=round(max(after), 1) if after else None,
@@ -250,7 +257,9 @@ def rss_readings(
     if full_s is not None:
         full_ns = window.start_ns + round((fault.at_s + full_s) * SECOND_NS)
         end_ns = window.start_ns + round(fault.end_s * SECOND_NS)
-        points = [(s.at_ns / SECOND_NS, s.rss_mb) for s in known if full_ns <= s.at_ns <= end_ns]
+        points = [
+            (at_ns / SECOND_NS, rss_mb) for at_ns, rss_mb in known if full_ns <= at_ns <= end_ns
+        ]
         if len(points) >= 2 and points[-1][0] - points[0][0] >= GROWTH_MIN_SPAN_S:
             growth = round(_slope(points), 3)
     return replace(

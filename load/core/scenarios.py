@@ -35,7 +35,7 @@ def send_times(start_s: float, stop_s: float, rate: float, rng: random.Random) -
     if rate <= 0:
         return []
     interval = 1.0 / rate
-    times = []
+    times: list[float] = []
     moment = start_s + rng.uniform(0, interval)
     while moment < stop_s and len(times) < 10_000_000:
         times.append(moment)

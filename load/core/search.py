@@ -290,6 +290,8 @@ class CapacitySearch:
         self._narrow()
 
     def _narrow(self) -> None:
+        # Only after a step passed and one failed: narrowing is between the two.
+        assert self._highest_pass is not None and self._lowest_fail is not None
         low, high = self._highest_pass.value, self._lowest_fail.value
         if high <= low * (1 + self.resolution):
             return

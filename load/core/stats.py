@@ -423,6 +423,7 @@ class SocketLedger:
         if send_ns < self.join_ns:
             self._count(send_ns, "outside")
         elif self.firm_until_ns is not None:
+            assert self.end_ns is not None  # start_leaving sets both
             self._count(
                 send_ns, delivery_class(send_ns, self.join_ns, self.firm_until_ns, self.end_ns)
             )
@@ -495,7 +496,8 @@ class DeliveryLog:
         measured = tally.latency
         latency_at = tally.timeline.latency_at
         log, log_ratio = math.log, _LOG_RATIO
-        second, per_second = None, None
+        second: int | None = None
+        per_second: LogHistogram  # set by the first delivery (no second equals None)
         negative = 0  # as SocketLedger.deliver: in the lowest bucket, and counted
         for send_ns, recv_ns in zip(sends, receipts, strict=True):
             latency_ns = recv_ns - send_ns
@@ -623,6 +625,7 @@ class FastLedger:
             elif self.firm_until_ns is None:  # sent during the handshake
                 self._count([send_ns], "outside")
             else:
+                assert self.end_ns is not None  # start_leaving sets it with firm_until_ns
                 kind = delivery_class(send_ns, self.join_ns, self.firm_until_ns, self.end_ns)
                 self._count([send_ns], kind)
         own = self.own
@@ -636,6 +639,7 @@ class FastLedger:
             if problem == NOT_A_LOAD_TEST_MESSAGE:
                 tally.counters["foreign"] += 1
             else:
+                assert problem is not None  # parse_server_payload gives one without a stamp
                 kind = problem_kind(problem)
                 tally.error(kind, recv_ns)
                 if self.on_error is not None:

@@ -38,8 +38,10 @@ PONG_TIMEOUT_S = 2.0
 class Schedule(Protocol):
     """When the current test's last socket should have left (users.LoadProcess)."""
 
-    plan: object | None
-    leave_at_ns: int
+    @property
+    def plan(self) -> object | None: ...
+    @property
+    def leave_at_ns(self) -> int: ...
 
 
 class ClockSync:

@@ -116,10 +116,12 @@ class LoadProcess:
 
     @property
     def first_deliveries(self) -> int:
+        assert self.tally is not None  # only asked for after reset()
         return self.tally.deliveries.count
 
     @property
     def leave_at_ns(self) -> int:
+        assert self.plan is not None  # only asked for after reset()
         return self.window.until_ns + round(self.plan.drain_s * SECOND_NS)
 
     def everything_arrived(self) -> bool:
@@ -199,6 +201,7 @@ class ChatUser(User):
         reconnect with a bounded backoff while there is sending time left (each failure is
         counted: its kind in errors, and sockets_dropped, reconnects, reconnect_failures)."""
         process, plan = PROCESS, PROCESS.plan
+        assert plan is not None and process.tally is not None  # follow_plan checked the plan
         session = Session(
             room=plan.room_of_user(user_index),
             target=plan.target_of_user(user_index),
@@ -230,6 +233,7 @@ class ChatUser(User):
     def churn(self, user_index: int) -> None:
         """Connect, send for a while, linger for the drain, leave; the next room; repeat."""
         process, plan = PROCESS, PROCESS.plan
+        assert plan is not None  # follow_plan checked it
         rng = random.Random()
         _sleep_until_ns(process.window.start_ns, clock=process.clock)
         for number in range(MAX_CHURN_SESSIONS):
@@ -261,6 +265,7 @@ class ChatUser(User):
         ``reconnect`` that connects is counted; a ``slow`` socket stops reading in that
         window (ns)."""
         process = PROCESS
+        assert process.plan is not None and process.tally is not None  # follow_plan checked
         connection = self.connect(session)
         if connection is None:
             return NO_CONNECT
@@ -328,6 +333,7 @@ class ChatUser(User):
     def connect(self, session: Session) -> Connection | None:
         """Open the room's socket, timing the handshake; None (counted) if it fails."""
         tally = PROCESS.tally
+        assert tally is not None  # set with the plan, which follow_plan checked
         started = time.perf_counter()
         try:
             connection = Connection.open(session.target, f"/ws/chat/{session.room}/")
@@ -353,6 +359,7 @@ class ChatUser(User):
             _fire(environment, kind, 0, RuntimeError(problem))
 
         process = PROCESS
+        assert process.plan is not None and process.tally is not None  # follow_plan checked
         return FastLedger(
             process.tally,
             room,
@@ -375,11 +382,13 @@ class ChatUser(User):
         """Send at the plan's rate from the session's start until its stop (or until the
         connection ends). The sends run as hub timer callbacks; this greenlet waits."""
         process, plan = PROCESS, PROCESS.plan
+        assert plan is not None  # follow_plan checked it
         prefix = f"{process.token}s{socket_no}."
         start_s = max(process.clock.time(), session.send_from_ns / 1e9)
         moments = send_times(start_s, session.send_until_ns / 1e9, plan.rate, rng)
         sequence = iter(range(len(moments)))
         tally, room = process.tally, session.room
+        assert tally is not None  # set with the plan
 
         def send_one() -> bool:
             if receiver.ready():
@@ -407,6 +416,7 @@ class ChatUser(User):
     def close(self, connection: Connection, receiver: gevent.Greenlet) -> None:
         """The close handshake, bounded by CLOSE_TIMEOUT_S."""
         tally = PROCESS.tally
+        assert tally is not None  # set with the plan, which follow_plan checked
         connection.start_close()
         receiver.join(timeout=CLOSE_TIMEOUT_S)
         if not receiver.ready():
@@ -476,6 +486,7 @@ def _fold(process: LoadProcess, now_ns: int) -> None:
     cost falls inside the measured CPU and the tally stays current."""
     for ledger in process.live.values():
         ledger.settle(now_ns)
+    assert process.tally is not None  # the monitor runs after reset()
     process.tally.fold()
 
 
@@ -484,6 +495,7 @@ def _monitor(process: LoadProcess) -> None:
     the measured window: this process's CPU time, and how late a short sleep wakes (the
     load process's own scheduling delay, i.e. the measurement's queueing)."""
     window, tally = process.window, process.tally
+    assert tally is not None  # spawned after reset()
     connected = tally.timeline.counts["connected"]
     next_second = window.second(process.clock.time_ns()) + 1
     for _ in range(10_000_000):  # bounded by the leave time below
@@ -518,6 +530,7 @@ def _report_when_done(environment: Any, process: LoadProcess) -> None:
 def _send_result(environment: Any, process: LoadProcess) -> None:
     if process.reported or process.plan is None:
         return
+    assert process.tally is not None  # set with the plan
     process.reported = True
     now_ns = process.clock.time_ns()
     for ledger in list(process.live.values()):
@@ -600,6 +613,8 @@ def _write_result(environment: Any, process: LoadProcess) -> None:
     SYNC.done.wait(timeout=10.0)
     options = environment.parsed_options
     if options and options.results_file:
+        # Spawned by _on_result once every tally arrived: merged is set, and so is the plan.
+        assert process.plan is not None and process.merged is not None
         result = {
             "plan": process.plan.to_dict(),
             "tally": process.merged.to_dict(),

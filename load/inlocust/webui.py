@@ -74,6 +74,7 @@ class Shipper:
 
     def snapshot(self) -> Snapshot:
         tally = self.process.tally
+        assert tally is not None  # _ship checked it is still this shipper's (a test's) tally
         # The fast receive path files deliveries in bulk once a second (Tally.fold); file
         # them now, or the live numbers would lag a second behind and read low.
         # The users' clock: on a remote worker, the master's (load/inlocust/clocksync.py).
@@ -187,7 +188,10 @@ def _finished() -> bool:
 
 
 def _result() -> dict[str, Any] | None:
-    return summarize(PROCESS.merged) if _finished() else None
+    if not _finished():
+        return None
+    assert PROCESS.merged is not None  # _finished() checked it
+    return summarize(PROCESS.merged)
 
 
 # ---------------------------------------------------------------- the web UI

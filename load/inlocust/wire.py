@@ -346,12 +346,14 @@ class HubReceiver:
         if connection.parser.buffer:  # frames that came with the handshake response
             self._dispatch(connection.parser.feed(b""), self.clock.time_ns())
         if not self.finished.is_set():
+            assert connection.raw is not None  # the hub reads gevent's sockets only
             self.watcher = gevent.get_hub().loop.io(connection.raw.fileno(), 1)
             self.watcher.start(self._readable_callback())
 
     def _readable_callback(self) -> Callable[[], None]:
         """The watcher's callback; the usual case (one small, complete text frame per
         ``recv`` and nothing buffered) goes straight to ``on_text``."""
+        assert self.connection.raw is not None  # the hub reads gevent's sockets only
         recv = self.connection.raw.recv
         size = self.RECV_SIZE
         buffer = self.connection.parser.buffer

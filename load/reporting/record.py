@@ -84,7 +84,7 @@ class ServerUsage:
 
 def harness_info() -> dict[str, Any]:
     """The machine, Python and package versions a result was measured with."""
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             packages[name] = importlib.metadata.version(name)

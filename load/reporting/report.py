@@ -411,7 +411,7 @@ def _capacity_section(summary: Mapping[str, Any]) -> str:
             f"({common['users']} users, {common['rooms']} rooms, "
             f"{common['rate_per_user']:g} msg/s each), a load every stack held.</p>"
         )
-    cdf_runs = {}
+    cdf_runs: dict[str, Record] = {}
     if common:
         for run in runs:
             if (
@@ -425,6 +425,7 @@ def _capacity_section(summary: Mapping[str, Any]) -> str:
     parts.append(charts.delivered_against_offered(runs))
     parts.append(charts.loss_against_offered(runs))
     if cdf_runs:
+        assert common is not None  # cdf_runs is filled only when there is a common load
         parts.append(
             charts.latency_cdf(
                 cdf_runs,

@@ -102,6 +102,7 @@ class MisbehavingServer:
     def __exit__(self, *_exc: object) -> None:
         loop = self._loop
         if loop is not None:
+            assert self._server is not None  # __enter__ returned: it serves
             loop.call_soon_threadsafe(self._server.close)
         self._thread.join(STOP_TIMEOUT_S)
 
@@ -125,6 +126,7 @@ class MisbehavingServer:
             await server.wait_closed()
 
     async def _handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None  # a handler runs after the handshake
         match = ROOM_PATH.fullmatch(connection.request.path)
         if match is None:
             await connection.close(1008, "not a chat room")
@@ -162,6 +164,7 @@ class MisbehavingServer:
             if _picks(rules.close_after_drop_every, acts.dropped) and not chosen.close_pending:
                 chosen.close_pending = True
                 acts.dropped_before_close += 1
+                assert self._loop is not None  # set by _serve, which relays
                 self._loop.call_later(rules.close_delay_s, self._close, chosen)
         elif chosen is not None and _picks(rules.duplicate_every, number):
             if await _send(chosen, payload):

@@ -77,6 +77,7 @@ def test_an_asymmetric_path_widens_the_bound_past_the_latency_it_qualifies() -> 
     assert result.uncertainty_ns == pytest.approx(15 * MS)
     bound = clock.latency_bound_ns([Correction(result), Correction(result)])
     assert bound == pytest.approx(30 * MS)
+    assert bound is not None
     note = clock.trust_note(bound / MS, p50_ms=20.0)
     assert note is not None and "±30.000 ms" in note
 
@@ -211,6 +212,7 @@ def test_negative_latencies_are_counted_not_clamped_away(ledger_kind: str) -> No
         payload = encode_frame_payload(encode_text("ab12cd", room, f"p1s0.{number}", send_ns))
         if ledger_kind == "reference":
             stamp, _problem = parse_server_payload(payload)
+            assert stamp is not None
             reference.deliver(stamp, recv_ns)
         else:
             fast.on_text(payload, recv_ns)
@@ -218,7 +220,9 @@ def test_negative_latencies_are_counted_not_clamped_away(ledger_kind: str) -> No
     early = start + SECOND // 2
     payload = encode_frame_payload(encode_text("ab12cd", room, "p1s0.early", early))
     if ledger_kind == "reference":
-        reference.deliver(parse_server_payload(payload)[0], early - 245 * MS)
+        stamp, _problem = parse_server_payload(payload)
+        assert stamp is not None
+        reference.deliver(stamp, early - 245 * MS)
     else:
         fast.on_text(payload, early - 245 * MS)
     summary = summarize(tally)

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,6 +131,9 @@ def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path
     # A capacity limited by the load generator, or never reached, cannot be checked here.
     assert entry["limited_by"] in ("latency", "loss", "errors"), entry
     users, rooms, rate = entry["users"], entry["rooms"], entry["rate_per_user"]
+    harness_runs: dict[float, dict[str, Any]]
+    alongside: dict[float, dict[str, Any]]
+    alone: dict[float, dict[str, Any]]
     harness_runs, alongside, alone = {}, {}, {}
     with ChatServer.start(log_dir=tmp_path / "server") as server:
         # The probe's small room on the idle server: what "its p99 rises" is measured from.
@@ -171,7 +175,7 @@ def test_at_the_capacity_and_past_it_an_independent_client_agrees(tmp_path: Path
     def p99(result: dict) -> float:
         return result["latency_ms"]["p99"]
 
-    figures = {
+    figures: dict[str, Any] = {
         "capacity": (entry["deliveries_per_s"], users, rooms, rate),
         "harness p99": {f: p99(r) for f, r in harness_runs.items()},
         "probe alongside p99": {"idle": p99(quiet), **{f: p99(r) for f, r in alongside.items()}},

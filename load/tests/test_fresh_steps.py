@@ -43,7 +43,9 @@ def test_a_step_after_a_failing_step_runs_on_fresh_servers(tmp_path: Path) -> No
 
 def test_start_afresh_empties_the_stacks_own_redis(tmp_path: Path) -> None:
     with LiveStack(chat_stack("redis"), tmp_path) as live:
+        assert live.backend is not None
         server = live.backend.server
+        assert server is not None
         client = redis.Redis(host=server.host, port=server.port)
         client.set("left:by:an:earlier:step", "1")
         before = [s.pid for s in live.servers]
@@ -62,6 +64,7 @@ def test_start_afresh_leaves_a_redis_given_by_url_alone(
         client = redis.Redis(host=users_redis.host, port=users_redis.port)
         client.set("someone:elses:data", "1")
         with LiveStack(chat_stack("redis"), tmp_path) as live:
+            assert live.backend is not None
             assert live.backend.server is None  # the URL's server, not one of the stack's
             live.start_afresh()
         assert client.get("someone:elses:data") == b"1"

@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from load.commands.progress import ProgressPrinter
 from load.core.livestats import LiveView, Snapshot, progress_line
@@ -24,7 +25,7 @@ def histogram(*values_ms: float) -> dict:
 
 
 def snapshot(process: str, **fields) -> Snapshot:
-    base = {
+    base: dict[str, Any] = {
         "at_ns": 200 * SECOND,  # taken after everything these tests ask about
         "sends": [],
         "memberships": [],

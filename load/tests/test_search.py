@@ -5,6 +5,7 @@ objective's verdict on a run. No network."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,7 @@ def test_limited_by_is_what_the_lowest_failing_step_broke_first() -> None:
     search = CapacitySearch(1.0, factor=2, resolution=0.15)
     run_search(search, outcome)
     result = search.result()
+    assert result.capacity is not None and result.past_capacity is not None
     assert 2 <= result.capacity < result.past_capacity < 4
     assert result.limited_by == "loss"  # the narrowed step's, not the ramp's
 
@@ -88,6 +90,7 @@ def test_a_passing_hiccup_of_the_load_generator_does_not_end_the_search() -> Non
     assert (2.828427, "confirm", ()) in steps
     result = search.result()
     assert result.limited_by == "latency"
+    assert result.capacity is not None and result.past_capacity is not None
     assert 2.828427 <= result.capacity <= 3 < result.past_capacity
 
 
@@ -104,6 +107,7 @@ def test_a_noisy_failure_is_confirmed_and_the_ramp_goes_on() -> None:
     ]  # fmt: skip
     assert search.steps[1].noisy and not search.steps[2].noisy
     result = search.result()
+    assert result.capacity is not None and result.past_capacity is not None
     assert 4 < result.capacity <= 6 < result.past_capacity
 
 
@@ -122,6 +126,7 @@ def test_when_the_first_step_fails_the_search_goes_down() -> None:
         (4.0, "ramp"), (4.0, "confirm"), (2.0, "narrow"), (1.0, "narrow"),
     ]  # fmt: skip
     result = search.result()
+    assert result.capacity is not None and result.past_capacity is not None
     assert 1.0 <= result.capacity <= 1.5 < result.past_capacity <= 2.0
     assert result.limited_by == "errors"
 
@@ -223,12 +228,12 @@ def test_a_shortfall_chance_explains_is_still_offered() -> None:
     assert Objective().broken(run(10.0, sent=180)) == []  # exactly 10 % short
     # A tiny step: 4 users at 0.5 msg/s for 3 s plan 6 messages; 2 are within chance
     # (send intervals vary by ± 50 %), 1 is not.
-    tiny = {"users": 4, "connects": 4, "rate_per_user": 0.5, "duration_s": 3.0}
+    tiny: dict[str, Any] = {"users": 4, "connects": 4, "rate_per_user": 0.5, "duration_s": 3.0}
     assert planned_messages(run(1.0, **tiny)) == 6
     assert Objective().broken(run(1.0, sent=2, **tiny)) == []
     assert Objective().broken(run(1.0, sent=1, **tiny)) == ["not_offered"]
     # Nothing sent, nothing expected: however small the plan, that measured nothing.
-    scarce = {**tiny, "rate_per_user": 0.1, "expected": 0}
+    scarce: dict[str, Any] = {**tiny, "rate_per_user": 0.1, "expected": 0}
     assert Objective().broken(run(None, sent=1, **scarce)) == []
     assert Objective().broken(run(None, sent=0, **scarce)) == ["not_offered"]
 
@@ -236,12 +241,12 @@ def test_a_shortfall_chance_explains_is_still_offered() -> None:
 def test_churn_is_offered_when_every_user_opened_the_sessions_the_plan_asks_for() -> None:
     # 10 users over 5 s of sending: a session lasts at most 3 s + 2 s drain + 3 s close,
     # so each user opens at least one; over 20 s at least three.
-    short = {"scenario": "churn", "connects": 10, "sent": 50}
+    short: dict[str, Any] = {"scenario": "churn", "connects": 10, "sent": 50}
     assert planned_connects(run(1.0, **short)) == 10
     assert planned_messages(run(1.0, **short)) is None  # depends on handshakes and closes
     assert Objective().broken(run(1.0, **short)) == []
     assert Objective().broken(run(1.0, **{**short, "connects": 9})) == ["not_offered"]
-    long = {"scenario": "churn", "duration_s": 18.0, "connects": 30}
+    long: dict[str, Any] = {"scenario": "churn", "duration_s": 18.0, "connects": 30}
     assert planned_connects(run(1.0, **long)) == 30
     assert Objective().broken(run(1.0, **{**long, "connects": 29})) == ["not_offered"]
 

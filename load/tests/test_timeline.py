@@ -20,6 +20,7 @@ def at(seconds: float) -> int:
 
 def deliver(ledger: SocketLedger, msg_id: str, send_s: float, latency_ms: float) -> None:
     stamp = parse_text(encode_text("run", ledger.room, msg_id, at(send_s)))
+    assert stamp is not None
     ledger.deliver(stamp, at(send_s) + round(latency_ms * 1e6))
 
 

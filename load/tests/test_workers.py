@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,7 @@ def run_with_workers(target: str, out: Path, *, shift_second: bool) -> dict:
     worker = [sys.executable, "-m", "load", "worker", "--master", f"127.0.0.1:{port}"]
     env = {**os.environ, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     logs = [(out.parent / f"{out.name}-worker{n}.log").open("w") for n in (0, 1)]
-    workers = [
+    workers: list[subprocess.Popen[Any]] = [  # bytes, beside the master's text
         subprocess.Popen(worker, cwd=ROOT, stdout=logs[0], stderr=subprocess.STDOUT),
         subprocess.Popen(
             (faketime_command() if shift_second else []) + worker,
