@@ -32,6 +32,10 @@ VARY = ("rate", "users")
 # A quarter of a core is an eighth of the 2-core machine the README's figures come from;
 # see load/README.md ("A busy machine") for what such a disturbance moved there.
 BUSY_OTHER_CORES = 0.25
+# A rate step whose measured window would hold fewer messages than this says nothing about
+# capacity (a stack that fails at every load, such as channels-postgres duplicating every
+# message, used to halve the rate until no message was sent at all, for 20 steps).
+MIN_WINDOW_MESSAGES = 10
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,10 @@ class SearchSettings:
         rooms = int(value)
         return Shape(users=rooms * max(1, base.users // base.rooms), rooms=rooms, rate=base.rate)
 
-    def new_search(self, base: Shape) -> CapacitySearch:
+    def new_search(self, base: Shape, duration_s: float) -> CapacitySearch:
+        """The search over ``base``'s shape; a rate search goes no lower than the rate at
+        which the ``duration_s`` window holds MIN_WINDOW_MESSAGES messages."""
+        floor = MIN_WINDOW_MESSAGES / (base.users * duration_s) if self.vary == "rate" else 1.0
         return CapacitySearch(
             self.start_value(base),
             factor=self.factor,
@@ -67,6 +74,7 @@ class SearchSettings:
             resolution=self.resolution,
             whole=self.vary == "users",
             max_steps=self.max_steps,
+            floor=floor,
         )
 
 
@@ -85,7 +93,7 @@ def search_stack(
     """One search on one stack: every step's record, and the stack's capacity entry.
     ``progress(label)`` gives each step's live watcher (load/commands/progress.py); ``machine``
     takes the speed index before and after the search."""
-    search = settings.new_search(base.shape)
+    search = settings.new_search(base.shape, base.duration_s)
     records: list[dict[str, Any]] = []
     started = time.monotonic()
     calibrated = machine.around(label) if machine else contextlib.nullcontext()

@@ -10,7 +10,11 @@ step at a time:
    marked noisy and the search goes on; one noisy step on a shared machine must not end a
    search far below what the server holds.
 3. **Narrow**: between the last passing step and the first failing one, geometric
-   bisection until they are within ``resolution`` of each other.
+   bisection until they are within ``resolution`` of each other. When even the first step
+   fails, the search goes down by ``factor`` until a step passes, but not below ``floor``:
+   a step below it would measure too few messages to say anything (the capacity command
+   sets it at MIN_WINDOW_MESSAGES in the measured window), and the search ends there with
+   nothing held.
 
 The capacity is the highest passing step below the lowest failing one. A step on which the
 load generator saturated, twice in a row, ends the search: beyond it the harness, not the
@@ -209,6 +213,7 @@ class CapacitySearch:
         resolution: float = 0.15,
         whole: bool = False,
         max_steps: int = DEFAULT_MAX_STEPS,
+        floor: float = 0.0,
     ) -> None:
         if start <= 0 or factor <= 1 or ramp_steps < 1 or resolution <= 0 or max_steps < 1:
             raise ValueError(
@@ -220,6 +225,7 @@ class CapacitySearch:
         self.resolution = resolution
         self.whole = whole  # users: whole numbers only
         self.max_steps = max_steps
+        self.floor = floor  # the lowest value worth measuring
         self.steps: list[Step] = []
         self._lowest_fail: Step | None = None
         self._highest_pass: Step | None = None
@@ -284,7 +290,7 @@ class CapacitySearch:
         if self._highest_pass is None:
             # Even the lowest step so far failed: go down until something passes.
             lower = self._round(step.value / self.factor)
-            if lower < step.value:
+            if self.floor <= lower < step.value:
                 self._pending = (lower, "narrow")
             return
         self._narrow()

@@ -141,6 +141,26 @@ def test_a_stack_that_holds_nothing_has_no_capacity() -> None:
     assert result.past_capacity == min(value for value, _, _ in steps)
 
 
+def test_a_stack_that_holds_nothing_stops_at_the_floor() -> None:
+    # Not 20 halvings down to rates at which no message is sent (channels-postgres
+    # duplicating at every load): the search ends where a step would measure too little.
+    search = CapacitySearch(1.0, factor=2, floor=0.1)
+    steps = run_search(search, lambda value, attempt: ("duplicates",))
+    values = [value for value, _, _ in steps]
+    assert values == [1.0, 1.0, 0.5, 0.25, 0.125]  # 0.0625 would be below the floor
+    result = search.result()
+    assert result.capacity is None and result.limited_by == "duplicates"
+    assert result.past_capacity == 0.125
+
+
+def test_the_floor_does_not_stop_a_search_that_finds_a_passing_step() -> None:
+    search = CapacitySearch(1.0, factor=2, resolution=0.15, floor=0.1)
+    run_search(search, holds_up_to(0.2))
+    result = search.result()
+    assert result.capacity is not None and 0.125 <= result.capacity <= 0.2
+    assert result.limited_by == "latency"
+
+
 def test_a_search_cut_short_by_the_step_limit_says_steps() -> None:
     search = CapacitySearch(0.5, factor=2, resolution=0.15, max_steps=6)
     steps = run_search(search, holds_up_to(3.3))
