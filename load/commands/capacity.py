@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,8 +28,9 @@ from load.core.summaries import read_capacity_summary
 from load.reporting.record import Stack
 
 VARY = ("rate", "users")
-# A step during which processes the harness did not start used more than this many cores
-# (other_cpu_cores) is measured once more; still over it, the step counts as contended.
+# A step during which more than this many cores were taken from the stack, by processes
+# the harness did not start (other_cpu_cores) or by the hypervisor (steal_share), is
+# measured once more; still over it, the step counts as contended.
 # A quarter of a core is an eighth of the 2-core machine the README's figures come from;
 # see load/README.md ("A busy machine") for what such a disturbance moved there.
 BUSY_OTHER_CORES = 0.25
@@ -148,11 +150,23 @@ def search_stack(
     return records, entry
 
 
-def is_busy(record: Mapping[str, Any]) -> bool:
-    """Whether other work on the machine took more than BUSY_OTHER_CORES during the step
-    (unknown is not busy: there is nothing to say)."""
-    other = record.get("other_cpu_cores")
-    return other is not None and other > BUSY_OTHER_CORES
+def taken_cores(record: Mapping[str, Any], cpus: int | None = None) -> float | None:
+    """The cores taken from the stack during the step: by processes the harness did not
+    start (``other_cpu_cores``) and by the hypervisor (``steal_share`` of the machine's
+    ``cpus``). None when neither is known."""
+    other, steal = record.get("other_cpu_cores"), record.get("steal_share")
+    if other is None and steal is None:
+        return None
+    return (other or 0.0) + (steal or 0.0) * (cpus or os.cpu_count() or 1)
+
+
+def is_busy(record: Mapping[str, Any], cpus: int | None = None) -> bool:
+    """Whether more than BUSY_OTHER_CORES were taken from the stack during the step, by
+    other work or by the hypervisor's steal (a VM whose host is busy loses CPU time the
+    guest cannot see as a process: measured 2026-12-06, up to 48 % of a 2-vCPU VM's time
+    for minutes). Unknown is not busy: there is nothing to say."""
+    taken = taken_cores(record, cpus)
+    return taken is not None and taken > BUSY_OTHER_CORES
 
 
 def measure_quietly(
@@ -166,20 +180,27 @@ def measure_quietly(
 ) -> dict[str, Any]:
     """One step; measured once more when the machine was busy (``is_busy``). The record
     kept is the second one, with ``contended`` true if the machine was busy again and
-    ``busy_first_try`` the first try's other_cpu_cores (null: not measured again); the
+    ``busy_first_try`` the cores taken on the first try (``taken_cores``: other work and
+    the hypervisor's steal; null: not measured again); the
     first try's Locust files are kept beside, in ``run_dir``-busy."""
     record = measure(plan, run_dir, stack=stack, live=live, progress=progress)
-    first_other = None
+    first_taken = None
     if is_busy(record):
-        first_other = record["other_cpu_cores"]
-        say(f"  the machine was busy ({first_other:.2f} cores of other work): measuring again")
+        first_taken = taken_cores(record)
+        say(f"  the machine was busy ({_taken_text(record)}): measuring again")
         live.start_afresh()  # the second try starts as every step does, whatever the first left
         # the first try's Locust files move aside; the kept record's are in run_dir
         run_dir.rename(run_dir.with_name(run_dir.name + "-busy"))
         record = measure(plan.again(), run_dir, stack=stack, live=live, progress=progress)
     record["contended"] = is_busy(record)
-    record["busy_first_try"] = first_other
+    record["busy_first_try"] = first_taken
     return record
+
+
+def _taken_text(record: Mapping[str, Any]) -> str:
+    steal = record.get("steal_share")
+    stolen = f", {steal * 100:.0f} % of the CPU time stolen by the hypervisor" if steal else ""
+    return f"{taken_cores(record) or 0:.2f} cores taken by other work{stolen}"
 
 
 def step_line(label: str, record: Mapping[str, Any]) -> str:
@@ -191,11 +212,7 @@ def step_line(label: str, record: Mapping[str, Any]) -> str:
         f"{record['offered_deliveries_per_s']:.0f}, "
         f"p99 {_ms(record['latency_ms']['p99'])}, lost {record['lost']}, "
         f"unconfirmed {record.get('unconfirmed', 0)}, errors {record['errors']}: {verdict}"
-        + (
-            f" (BUSY MACHINE: {record['other_cpu_cores']:.2f} cores of other work)"
-            if record.get("contended")
-            else ""
-        )
+        + (f" (BUSY MACHINE: {_taken_text(record)})" if record.get("contended") else "")
     )
 
 

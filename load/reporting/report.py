@@ -274,7 +274,7 @@ def busy_note(entry: Record) -> str:
         return ""
     steps = ", ".join(str(step) for step in entry.get("contended_step_numbers", []))
     return (
-        f". BUSY MACHINE: processes the harness did not start kept the CPU busy during "
+        f". BUSY MACHINE: other work or the hypervisor's steal took CPU from the stack during "
         f"step(s) {steps}, busy again when measured a second time; this figure is from a "
         "busy machine, not a quiet one"
     )

@@ -72,6 +72,16 @@ def test_a_step_is_busy_only_past_the_threshold_and_unknown_is_not_busy() -> Non
     assert not is_busy({"other_cpu_cores": None})
 
 
+def test_the_hypervisors_steal_makes_a_step_busy_too() -> None:
+    # 15 % of a 2-CPU machine's time stolen is 0.3 of a core taken from the stack.
+    assert is_busy({"other_cpu_cores": 0.0, "steal_share": 0.15}, cpus=2)
+    assert not is_busy({"other_cpu_cores": 0.0, "steal_share": 0.1}, cpus=2)
+    # Together: 0.15 of a core of other work and 0.06 of 2 CPUs stolen (0.12) is 0.27.
+    assert is_busy({"other_cpu_cores": 0.15, "steal_share": 0.06}, cpus=2)
+    assert is_busy({"other_cpu_cores": None, "steal_share": 0.2}, cpus=2)
+    assert not is_busy({"other_cpu_cores": None, "steal_share": None}, cpus=2)
+
+
 def test_the_calibration_is_a_positive_rate() -> None:
     assert rounds_per_second(rounds=500, chunks=5) > 0
 
