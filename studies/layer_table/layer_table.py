@@ -141,7 +141,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         f"Common load: {number(offered)} offered deliveries/s." if offered else "",
         "",
         "| layer | server | capacity, deliveries/s (each search) | quiet searches' median "
-        "| Uvicorn ÷ Daphne "
+        "| Uvicorn ÷ Daphne (quiet) "
         "| one step past capacity | p50 / p99 at the common load | server µs per delivery "
         "| backend µs per delivery | its server restarted (medians) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -154,13 +154,11 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
             number(e["deliveries_per_s"]) + (BUSY if e["search"] in busy else "") for e in repeats
         ]
         quiet = median_of_known(e["deliveries_per_s"] for e in repeats if e["search"] not in busy)
-        daphne = medians.get((layer, "daphne", servers))
-        ratio = (
-            f"{entry['deliveries_per_s'] / daphne['deliveries_per_s']:.2f}"
-            if asgi != "daphne" and daphne and daphne["deliveries_per_s"]
-            else ""
-        )
         quiet_of[(layer, asgi, servers)] = quiet
+        # Uvicorn against Daphne on the same layer, from the quiet searches where both had
+        # one (a busy search says more about the moment than about the server).
+        daphne_quiet = quiet_of.get((layer, "daphne", servers))
+        ratio = f"{quiet / daphne_quiet:.2f}" if asgi != "daphne" and quiet and daphne_quiet else ""
         held = at_common_load(runs, searches, rate)
         p50 = median_of_known([r["latency_ms"]["p50"] for r in held])
         p99 = median_of_known([r["latency_ms"]["p99"] for r in held])
