@@ -24,6 +24,7 @@ from load.commands.measure import measure
 from load.commands.stack import LiveStack
 from load.core.plan import Plan, Shape
 from load.core.search import DEFAULT_MAX_STEPS, STEP_LIMIT, CapacitySearch, Objective, Result
+from load.core.stats import median_of_known
 from load.core.summaries import read_capacity_summary
 from load.reporting.record import Stack
 
@@ -373,6 +374,22 @@ def median_entries(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         median["search_labels"] = [e["search"] for e in group]
         chosen.append(median)
     return chosen
+
+
+def busy_searches(summary: Mapping[str, Any]) -> set[str]:
+    """The searches of a capacity summary that were contended or had a step that
+    ``is_busy`` calls busy, judged from the step records by today's rule (a summary written
+    before steal counted has steps that were busy and not said to be)."""
+    cpus = summary.get("harness", {}).get("cpus")
+    entries = summary.get("capacity_repeats") or summary.get("capacity") or []
+    busy = {entry["search"] for entry in entries if entry.get("contended")}
+    busy |= {run["search"] for run in summary.get("runs", []) if is_busy(run, cpus)}
+    return busy
+
+
+def quiet_median(entries: Sequence[Mapping[str, Any]], busy: set[str]) -> float | None:
+    """The median capacity of the searches in ``entries`` (one stack's) that were not busy."""
+    return median_of_known(e["deliveries_per_s"] for e in entries if e["search"] not in busy)
 
 
 def add_efficiency(

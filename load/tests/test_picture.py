@@ -13,8 +13,11 @@ from load.reporting.picture import capacity_picture
 from load.tests.helpers import ROOT
 
 
-def entry(layer: str, asgi: str, capacity: float | None, servers: int = 1) -> dict:
-    return {"layer": layer, "asgi": asgi, "servers": servers, "deliveries_per_s": capacity}
+def entry(
+    layer: str, asgi: str, capacity: float | None, servers: int = 1, search: str = ""
+) -> dict:
+    return {"layer": layer, "asgi": asgi, "servers": servers, "deliveries_per_s": capacity,
+            "search": search or f"{layer}-{asgi}-{servers}"}  # fmt: skip
 
 
 def test_every_stack_and_its_figure_is_drawn() -> None:
@@ -35,6 +38,25 @@ def test_every_stack_and_its_figure_is_drawn() -> None:
     bar_labels = [text for text in texts if text.endswith(" /s") or text == "-"]
     # Bars go series by series (daphne, then uvicorn), each over the stacks in order.
     assert bar_labels == ["4,017 /s", "2,893 /s", "4,013 /s", "-", "5,660 /s", "-", "-", "-"]
+
+
+def test_a_search_with_a_busy_step_is_left_out() -> None:
+    summary = {
+        "harness": {"cpus": 2},
+        "capacity_repeats": [
+            entry("redis", "daphne", 900.0, search="redis-1"),
+            entry("redis", "daphne", 2010.0, search="redis-2"),
+            entry("redis", "daphne", 2200.0, search="redis-3"),
+        ],
+        "runs": [
+            # 30 % of 2 CPUs stolen: 0.6 of a core taken from redis-1's step.
+            {"search": "redis-1", "other_cpu_cores": 0.0, "steal_share": 0.3},
+            {"search": "redis-2", "other_cpu_cores": 0.02, "steal_share": 0.0},
+            {"search": "redis-3", "other_cpu_cores": 0.01, "steal_share": 0.01},
+        ],
+    }
+    texts = re.findall(r">([^<>]+)</text>", capacity_picture(summary, "Capacity"))
+    assert "2,105 /s" in texts  # the median of 2,010 and 2,200; 900 left out
 
 
 def test_a_summary_without_capacities_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for load
 
-from load.commands.capacity import is_busy
+from load.commands.capacity import busy_searches, quiet_median
 from load.core.stats import median_of_known
 
 BUSY = "†"  # a contended search
@@ -114,16 +114,6 @@ def restart_recovery(faults: Path | None) -> dict[tuple[str, str], str]:
     return cells
 
 
-def searched_busy(
-    entry: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], cpus: int | None
-) -> bool:
-    """Whether a search was contended, or had a step today's rule calls busy (a summary
-    written before steal counted has steps that were busy and not said to be)."""
-    return bool(entry.get("contended")) or any(
-        is_busy(run, cpus) for run in runs if run["search"] == entry["search"]
-    )
-
-
 def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
     common = summary.get("common_load") or {}
     rate = common.get("rate_per_user")
@@ -134,7 +124,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         repeats_of.setdefault(key, []).append(entry)
     medians = {(e["layer"], e["asgi"], e["servers"]): e for e in summary["capacity"]}
     restarts = restart_recovery(faults)
-    cpus = summary.get("harness", {}).get("cpus")
+    busy = busy_searches(summary)
     quiet_of: dict[tuple, float | None] = {}
     offered = common.get("offered_deliveries_per_s")
     lines = [
@@ -149,11 +139,10 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
     for (layer, asgi, servers), entry in medians.items():
         repeats = repeats_of[(layer, asgi, servers)]
         searches = [e["search"] for e in repeats]
-        busy = {e["search"] for e in repeats if searched_busy(e, runs, cpus)}
         capacities = [
             number(e["deliveries_per_s"]) + (BUSY if e["search"] in busy else "") for e in repeats
         ]
-        quiet = median_of_known(e["deliveries_per_s"] for e in repeats if e["search"] not in busy)
+        quiet = quiet_median(repeats, busy)
         quiet_of[(layer, asgi, servers)] = quiet
         # Uvicorn against Daphne on the same layer, from the quiet searches where both had
         # one (a busy search says more about the moment than about the server).
@@ -178,8 +167,9 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
             "",
             f"{BUSY} a search with a step from which more than 0.25 of a core was taken, by "
             "other work or by the hypervisor's steal (judged by today's rule, "
-            "load.commands.capacity.is_busy, from the step records): that figure is from a busy "
-            "moment, not a quiet machine. The quiet searches' median leaves them out.",
+            "load.commands.capacity.busy_searches, from the step records): that figure is "
+            "from a busy moment, not a quiet machine. The quiet searches' median leaves them "
+            "out.",
         ]
     return "\n".join(lines)
 
