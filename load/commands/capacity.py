@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,18 +22,19 @@ from load.commands.machine import MachineLog
 from load.commands.measure import measure
 from load.commands.stack import LiveStack
 from load.core.plan import Plan, Shape
-from load.core.search import DEFAULT_MAX_STEPS, STEP_LIMIT, CapacitySearch, Objective, Result
-from load.core.stats import median_of_known
+from load.core.search import (
+    DEFAULT_MAX_STEPS,
+    STEP_LIMIT,
+    CapacitySearch,
+    Objective,
+    Result,
+    is_busy,
+    taken_cores,
+)
 from load.core.summaries import read_capacity_summary
 from load.reporting.record import Stack
 
 VARY = ("rate", "users")
-# A step during which more than this many cores were taken from the stack, by processes
-# the harness did not start (other_cpu_cores) or by the hypervisor (steal_share), is
-# measured once more; still over it, the step counts as contended.
-# A quarter of a core is an eighth of the 2-core machine the README's figures come from;
-# see load/README.md ("A busy machine") for what such a disturbance moved there.
-BUSY_OTHER_CORES = 0.25
 # A rate step whose measured window would hold fewer messages than this says nothing about
 # capacity (a stack that fails at every load, such as channels-postgres duplicating every
 # message, used to halve the rate until no message was sent at all, for 20 steps).
@@ -149,25 +149,6 @@ def search_stack(
     entry = capacity_entry(stack, base, settings, result, records)
     entry["search_s"] = round(time.monotonic() - started, 1)
     return records, entry
-
-
-def taken_cores(record: Mapping[str, Any], cpus: int | None = None) -> float | None:
-    """The cores taken from the stack during the step: by processes the harness did not
-    start (``other_cpu_cores``) and by the hypervisor (``steal_share`` of the machine's
-    ``cpus``). None when neither is known."""
-    other, steal = record.get("other_cpu_cores"), record.get("steal_share")
-    if other is None and steal is None:
-        return None
-    return (other or 0.0) + (steal or 0.0) * (cpus or os.cpu_count() or 1)
-
-
-def is_busy(record: Mapping[str, Any], cpus: int | None = None) -> bool:
-    """Whether more than BUSY_OTHER_CORES were taken from the stack during the step, by
-    other work or by the hypervisor's steal (a VM whose host is busy loses CPU time the
-    guest cannot see as a process: measured 2026-12-06, up to 48 % of a 2-vCPU VM's time
-    for minutes). Unknown is not busy: there is nothing to say."""
-    taken = taken_cores(record, cpus)
-    return taken is not None and taken > BUSY_OTHER_CORES
 
 
 def measure_quietly(
@@ -374,22 +355,6 @@ def median_entries(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         median["search_labels"] = [e["search"] for e in group]
         chosen.append(median)
     return chosen
-
-
-def busy_searches(summary: Mapping[str, Any]) -> set[str]:
-    """The searches of a capacity summary that were contended or had a step that
-    ``is_busy`` calls busy, judged from the step records by today's rule (a summary written
-    before steal counted has steps that were busy and not said to be)."""
-    cpus = summary.get("harness", {}).get("cpus")
-    entries = summary.get("capacity_repeats") or summary.get("capacity") or []
-    busy = {entry["search"] for entry in entries if entry.get("contended")}
-    busy |= {run["search"] for run in summary.get("runs", []) if is_busy(run, cpus)}
-    return busy
-
-
-def quiet_median(entries: Sequence[Mapping[str, Any]], busy: set[str]) -> float | None:
-    """The median capacity of the searches in ``entries`` (one stack's) that were not busy."""
-    return median_of_known(e["deliveries_per_s"] for e in entries if e["search"] not in busy)
 
 
 def add_efficiency(

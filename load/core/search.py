@@ -21,16 +21,23 @@ load generator saturated, twice in a row, ends the search: beyond it the harness
 server, is the limit (``limited_by: client``, the capacity a lower bound). A search that
 reaches its step limit before it ends says so (``limited_by: steps``). Every step is
 reported.
+
+Also here, as pure logic on step records: when a step was measured on a busy machine
+(``is_busy``: other work or the hypervisor's steal took more than BUSY_OTHER_CORES), and
+which searches of a summary were busy, so that the search, the report's picture and the
+studies judge a step the same way.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from load.core.scenarios import CHURN_STAY_S, CLOSE_TIMEOUT_S
+from load.core.stats import median_of_known
 
 # What can end a search, in the order a tie is reported (the most severe first): the load
 # generator, then a shape the harness did not manage to offer, then wrong deliveries (a
@@ -316,3 +323,48 @@ class CapacitySearch:
         if self._lowest_fail is None:
             return Result(passed, ALL_PASSED, None, self.steps)
         return Result(passed, self._lowest_fail.broke[0], past, self.steps)
+
+
+# ---- A busy machine: whether a step, and so a search, measured the stack or a busy moment.
+
+# A step during which more than this many cores were taken from the stack, by processes
+# the harness did not start (other_cpu_cores) or by the hypervisor (steal_share), is
+# measured once more; still over it, the step counts as contended.
+# A quarter of a core is an eighth of the 2-core machine the README's figures come from;
+# see load/README.md ("A busy machine") for what such a disturbance moved there.
+BUSY_OTHER_CORES = 0.25
+
+
+def taken_cores(record: Mapping[str, Any], cpus: int | None = None) -> float | None:
+    """The cores taken from the stack during the step: by processes the harness did not
+    start (``other_cpu_cores``) and by the hypervisor (``steal_share`` of the machine's
+    ``cpus``). None when neither is known."""
+    other, steal = record.get("other_cpu_cores"), record.get("steal_share")
+    if other is None and steal is None:
+        return None
+    return (other or 0.0) + (steal or 0.0) * (cpus or os.cpu_count() or 1)
+
+
+def is_busy(record: Mapping[str, Any], cpus: int | None = None) -> bool:
+    """Whether more than BUSY_OTHER_CORES were taken from the stack during the step, by
+    other work or by the hypervisor's steal (a VM whose host is busy loses CPU time the
+    guest cannot see as a process: measured 2026-12-06, up to 48 % of a 2-vCPU VM's time
+    for minutes). Unknown is not busy: there is nothing to say."""
+    taken = taken_cores(record, cpus)
+    return taken is not None and taken > BUSY_OTHER_CORES
+
+
+def busy_searches(summary: Mapping[str, Any]) -> set[str]:
+    """The searches of a capacity summary that were contended or had a step that
+    ``is_busy`` calls busy, judged from the step records by today's rule (a summary written
+    before steal counted has steps that were busy and not said to be)."""
+    cpus = summary.get("harness", {}).get("cpus")
+    entries = summary.get("capacity_repeats") or summary.get("capacity") or []
+    busy = {entry["search"] for entry in entries if entry.get("contended")}
+    busy |= {run["search"] for run in summary.get("runs", []) if is_busy(run, cpus)}
+    return busy
+
+
+def quiet_median(entries: Sequence[Mapping[str, Any]], busy: set[str]) -> float | None:
+    """The median capacity of the searches in ``entries`` (one stack's) that were not busy."""
+    return median_of_known(e["deliveries_per_s"] for e in entries if e["search"] not in busy)

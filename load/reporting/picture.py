@@ -30,7 +30,7 @@ def stack_label(entry: Mapping[str, Any]) -> str:
 def capacity_picture(summary: Mapping[str, Any], title: str) -> str:
     """A standalone SVG document of the summary's capacities."""
     # Imported here: matplotlib only when a picture is drawn.
-    from load.commands.capacity import busy_searches, quiet_median
+    from load.core.search import busy_searches, quiet_median
     from load.reporting import charts
 
     entries: Sequence[Mapping[str, Any]] = (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from load.commands.capacity import BUSY_OTHER_CORES
+from load.core.search import BUSY_OTHER_CORES
 from load.tests.helpers import Finished, run_load
 
 pytestmark = [pytest.mark.load, pytest.mark.usefixtures("load_dependencies")]

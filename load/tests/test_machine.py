@@ -9,9 +9,9 @@ from collections import namedtuple
 import pytest
 
 from harness.live import missing_dependency
-from load.commands.capacity import BUSY_OTHER_CORES, is_busy
 from load.commands.machine import rounds_per_second
 from load.commands.sampling import MachineSample, busy_seconds, machine_usage
+from load.core.search import BUSY_OTHER_CORES, is_busy
 from load.core.stats import SECOND_NS
 from load.reporting.record import PACKAGES, harness_info
 

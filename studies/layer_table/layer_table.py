@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for load
 
-from load.commands.capacity import busy_searches, quiet_median
+from load.core.search import busy_searches, quiet_median
 from load.core.stats import median_of_known
 
 BUSY = "†"  # a contended search
@@ -167,7 +167,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
             "",
             f"{BUSY} a search with a step from which more than 0.25 of a core was taken, by "
             "other work or by the hypervisor's steal (judged by today's rule, "
-            "load.commands.capacity.busy_searches, from the step records): that figure is "
+            "load.core.search.busy_searches, from the step records): that figure is "
             "from a busy moment, not a quiet machine. The quiet searches' median leaves them "
             "out.",
         ]
