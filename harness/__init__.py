@@ -7,6 +7,8 @@ bounded, and stops at the end (also on SIGTERM). One module per idea:
 * ``backends``: the layers' servers (Redis, Sentinel, PostgreSQL, RabbitMQ, NATS) as
   throw-away processes, and ``layer_backend``: a layer's URL variable or such a server.
 * ``chat``: the chat as a Daphne or Uvicorn process (``ChatServer``), and ``serve``.
+* ``accounts``: logged-in users in a throw-away database (``make_accounts``).
+* ``identity``: whether each HTTP answer reaches its own user (``check_identity``).
 * ``live``: what the tests hold while a server runs (``LiveChat``, ``LiveServers``).
 * ``pytest_plugin``: the fixtures (``live_chat``, ``backend``, ``redis_url`` ...).
 
@@ -14,6 +16,7 @@ The names below are the ones callers use; ``live`` and ``pytest_plugin`` import 
 and are imported by name.
 """
 
+from harness.accounts import ACCOUNT_PASSWORD, Accounts, make_accounts, username
 from harness.backends import (
     APP_DIR,
     LAYERS,
@@ -41,6 +44,7 @@ from harness.chat import (
     check_consumer,
     server_command,
 )
+from harness.identity import IdentityReport, check_identity, page_user
 from harness.processes import (
     DEBIAN_PACKAGES,
     LOOPBACK,
@@ -61,6 +65,7 @@ from harness.processes import (
 )
 
 __all__ = [
+    "ACCOUNT_PASSWORD",
     "APP_DIR",
     "ASGI_SERVERS",
     "CONSUMERS",
@@ -71,9 +76,11 @@ __all__ = [
     "ROOT",
     "SERVER_CLASSES",
     "UVICORN_WEBSOCKETS",
+    "Accounts",
     "Backend",
     "BackendServer",
     "ChatServer",
+    "IdentityReport",
     "MissingExecutable",
     "NatsServer",
     "PostgresServer",
@@ -86,6 +93,7 @@ __all__ = [
     "chat_environment",
     "chat_servers",
     "check_consumer",
+    "check_identity",
     "find_executable",
     "free_port",
     "interrupt_on_termination",
@@ -94,10 +102,13 @@ __all__ = [
     "last_line",
     "launch",
     "layer_backend",
+    "make_accounts",
+    "page_user",
     "redis_ping",
     "run_as",
     "server_command",
     "service_of",
     "stop_process",
+    "username",
     "wait_until",
 ]

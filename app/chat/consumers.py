@@ -47,6 +47,22 @@ def read_message(text_data=None, bytes_data=None):
     return message
 
 
+def sender(scope):
+    """``{"user": <username>}`` when the socket's user is logged in, else ``{}``.
+
+    Not in the tutorial: a logged-in sender's name goes with the message, so every room
+    member sees who wrote it; an anonymous sender's broadcast stays the tutorial's."""
+    user = scope.get("user")
+    if user is not None and user.is_authenticated:
+        return {"user": user.get_username()}
+    return {}
+
+
+def sender_of(event):
+    """The ``user`` of a chat.message event, as a dict to merge into the frame."""
+    return {"user": event["user"]} if "user" in event else {}
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     """Tutorial part 3: the asynchronous consumer (the default, CHAT_CONSUMER=async)."""
 
@@ -81,15 +97,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
         # Send message to room group
         await self.channel_layer.group_send(
-            self.room_group_name, {"type": "chat.message", "message": message}
+            self.room_group_name, {"type": "chat.message", "message": message, **sender(self.scope)}
         )
 
     # Receive message from room group
     async def chat_message(self, event):
         message = event["message"]
 
-        # Send message to WebSocket
-        await self.send(text_data=json.dumps({"message": message}))
+        # Send message to WebSocket (with its sender's name, if the sender was logged in)
+        await self.send(text_data=json.dumps({"message": message, **sender_of(event)}))
 
 
 class SyncChatConsumer(WebsocketConsumer):
@@ -124,12 +140,12 @@ class SyncChatConsumer(WebsocketConsumer):
 
         # Send message to room group
         async_to_sync(self.channel_layer.group_send)(
-            self.room_group_name, {"type": "chat.message", "message": message}
+            self.room_group_name, {"type": "chat.message", "message": message, **sender(self.scope)}
         )
 
     # Receive message from room group
     def chat_message(self, event):
         message = event["message"]
 
-        # Send message to WebSocket
-        self.send(text_data=json.dumps({"message": message}))
+        # Send message to WebSocket (with its sender's name, if the sender was logged in)
+        self.send(text_data=json.dumps({"message": message, **sender_of(event)}))

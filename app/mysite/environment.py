@@ -11,6 +11,7 @@ import importlib.util
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -308,3 +309,19 @@ def max_message_chars(environ: Mapping[str, str]) -> int:
             f"use for example {DEFAULT_MAX_MESSAGE_CHARS}"
         )
     return limit
+
+
+def database_path(environ: Mapping[str, str], default: Path) -> Path:
+    """The SQLite file of the users and their sessions: CHAT_DATABASE, else ``default``.
+
+    Migrate it first (``python manage.py migrate``); its folder must exist."""
+    raw = environ.get("CHAT_DATABASE", "").strip()
+    if not raw:
+        return default
+    path = Path(raw)
+    if not path.parent.is_dir():
+        raise ConfigurationError(
+            f"CHAT_DATABASE={raw!r}: the folder {str(path.parent)!r} does not exist: "
+            "give the path of an SQLite file in an existing folder"
+        )
+    return path

@@ -78,6 +78,8 @@ WSGI_APPLICATION = "mysite.wsgi.application"
 # Tutorial part 4: the live-server tests need a file test database, not SQLite's
 # in-memory default. It is a file of its own so tests never touch the dev database.
 
+# CHAT_DATABASE (read below) may name another file for the users and sessions.
+
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
@@ -87,6 +89,12 @@ DATABASES = {
         },
     }
 }
+
+
+# Not in the tutorial: after logging in or out (accounts/login/, accounts/logout/), go to
+# the chat's index page.
+LOGIN_REDIRECT_URL = "/chat/"
+LOGOUT_REDIRECT_URL = "/chat/"
 
 
 # Password validation
@@ -142,8 +150,14 @@ try:
     CHANNEL_LAYERS = environment.channel_layers(os.environ)
     CHAT_CONSUMER = environment.chat_consumer(os.environ)
     CHAT_MAX_MESSAGE_CHARS = environment.max_message_chars(os.environ)
+    CHAT_DATABASE = environment.database_path(os.environ, DATABASES["default"]["NAME"])
 except environment.ConfigurationError as error:
     sys.exit(f"mysite.settings: {error}")
+
+# Not in the tutorial: the users and their sessions live in CHAT_DATABASE, app/db.sqlite3
+# unless it says otherwise (the harness gives each stack it starts a throw-away file that
+# all of the stack's server processes share).
+DATABASES["default"]["NAME"] = CHAT_DATABASE
 
 # channels-postgres (CHANNEL_LAYER=postgres) is a Django app: its tables come from its
 # migrations (`python manage.py migrate channels_postgres --database channels_postgres`),

@@ -1,0 +1,221 @@
+"""Does every HTTP response reach the user it belongs to? Logged-in users load their room
+page at the same time, and each must see its own name, with its own session cookie, and
+get exactly one answer per request.
+
+    accounts = make_accounts(tmp_path, users=16)
+    with ChatServer.start(env=accounts.env) as chat:
+        report = check_identity(chat.url, accounts, shape="burst")
+        assert report.clean, report.describe()
+
+Each user has a cookie jar of its own (as separate browsers do) and one TCP connection per
+request. It logs in over HTTP as a browser does (GET the form for the CSRF cookie and
+token, POST it, keep the ``sessionid`` cookie of the answer), then loads its room page
+``rounds`` times. ``shape="burst"`` lines all users up before every request (a barrier),
+``"staggered"`` starts each request up to 20 ms after its turn, at random.
+
+What counts (every request is answered and right, or one of these):
+- ``wrong_user``: a page that names another user, or nobody.
+- ``foreign_session``: a login that set no session cookie, or whose session belongs to
+  another user: after the concurrent part, each user's cookie is tried alone, when no
+  other request is in flight to be mixed up with.
+- ``unanswered``: no complete answer within ``timeout`` (or the connection failed).
+
+This is what CVE-2020-35681 did in channels 3.0.0 to 3.0.2 (compat/identity.py: a strict
+expected failure there); the current stack must show zero of each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import random
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from urllib.parse import urlencode, urlsplit
+
+from harness.accounts import SESSION_COOKIE, Accounts
+
+__all__ = ["SHAPES", "IdentityReport", "check_identity", "page_user"]
+
+SHAPES = ("burst", "staggered")
+STAGGER_S = 0.02  # a staggered request starts up to this long after its turn
+PAGE_USER = re.compile(r'id="chat-user">([^<]*)<')
+CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+EXAMPLES = 5  # problems described in full; the rest are counted
+
+
+def page_user(html: str) -> str | None:
+    """The user a room page says you are, or None for an anonymous page."""
+    match = PAGE_USER.search(html)
+    return match[1] if match else None
+
+
+@dataclass
+class IdentityReport:
+    """The counts of one check; ``clean`` when every request was answered, and right."""
+
+    shape: str
+    users: int
+    requests: int = 0
+    answered: int = 0
+    wrong_user: int = 0
+    foreign_session: int = 0
+    unanswered: int = 0
+    examples: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def clean(self) -> bool:
+        problems = (self.wrong_user, self.foreign_session, self.unanswered)
+        return problems == (0, 0, 0) and self.answered == self.requests > 0
+
+    def count(self, kind: str, example: str) -> None:
+        with self.lock:
+            setattr(self, kind, getattr(self, kind) + 1)
+            if len(self.examples) < EXAMPLES:
+                self.examples.append(f"{kind}: {example}")
+
+    def describe(self) -> str:
+        head = (
+            f"{self.shape}, {self.users} users: {self.requests} requests, {self.answered} "
+            f"answered, {self.wrong_user} named the wrong user, {self.foreign_session} logins "
+            f"got no session or another user's, {self.unanswered} unanswered"
+        )
+        return "; ".join([head, *self.examples])
+
+
+class _Unanswered(Exception):
+    pass
+
+
+@dataclass
+class _Response:
+    status: int
+    cookies: dict[str, str]
+    body: str
+
+
+class _Browser:
+    """One user's cookie jar; every request on a connection of its own."""
+
+    def __init__(self, base_url: str, timeout: float, report: IdentityReport) -> None:
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.timeout = timeout
+        self.report = report
+        self.cookies: dict[str, str] = {}
+
+    def request(
+        self, method: str, path: str, form: dict[str, str] | None = None, *, counted: bool = True
+    ) -> _Response:
+        if counted:
+            with self.report.lock:
+                self.report.requests += 1
+        headers = {"Connection": "close"}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urlencode(form)
+            headers |= {"Content-Type": "application/x-www-form-urlencoded", "Origin": self.origin}
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            answer = connection.getresponse()
+            text = answer.read().decode(errors="replace")
+        except (OSError, http.client.HTTPException) as error:
+            raise _Unanswered(f"{method} {path}: {type(error).__name__}: {error}") from None
+        finally:
+            connection.close()
+        cookies = {}
+        for header in answer.headers.get_all("Set-Cookie") or []:
+            cookies |= {name: morsel.value for name, morsel in SimpleCookie(header).items()}
+        if counted:
+            with self.report.lock:
+                self.report.answered += 1
+        return _Response(answer.status, cookies, text)
+
+    def log_in(self, name: str, password: str) -> str | None:
+        """Log in as a browser does; the session key the answer set, or None."""
+        form_page = self.request("GET", "/accounts/login/")
+        self.cookies |= form_page.cookies
+        token = CSRF_INPUT.search(form_page.body)
+        form = {
+            "csrfmiddlewaretoken": token[1] if token else "",
+            "username": name,
+            "password": password,
+        }
+        answer = self.request("POST", "/accounts/login/", form)
+        self.cookies |= answer.cookies
+        return answer.cookies.get(SESSION_COOKIE)
+
+
+def check_identity(
+    base_url: str,
+    accounts: Accounts,
+    *,
+    shape: str = "burst",
+    rounds: int = 10,
+    room: str = "identity",
+    timeout: float = 10.0,
+) -> IdentityReport:
+    """Log every user of ``accounts`` in at once, then load the room page ``rounds`` times
+    each; see the module's docstring for what is counted."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
+    users = accounts.usernames
+    report = IdentityReport(shape, len(users))
+    if not users:
+        return report
+    # Bounded: a user stuck on a request is released after its timeout, the rest after
+    # the barrier's.
+    barrier = threading.Barrier(len(users), timeout=3 * timeout)
+    page = f"/chat/{room}/"
+
+    def turn() -> None:
+        if shape == "burst":
+            # A broken barrier (someone timed out) lets everyone go on without it.
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()
+        else:
+            time.sleep(random.uniform(0, STAGGER_S))  # the load's shape, not a wait
+
+    def one_user(name: str) -> _Browser:
+        browser = _Browser(base_url, timeout, report)
+
+        def log_in() -> None:
+            if browser.log_in(name, accounts.password) is None:
+                report.count("foreign_session", f"{name}'s login set no session cookie")
+
+        def load_page() -> None:
+            seen = page_user(browser.request("GET", page).body)
+            if seen != name:
+                report.count("wrong_user", f"{name}'s page named {seen or 'nobody'}")
+
+        for call in [log_in, *[load_page] * rounds]:
+            turn()
+            try:
+                call()
+            except _Unanswered as error:
+                report.count("unanswered", f"{name}: {error}")
+        return browser
+
+    with ThreadPoolExecutor(max_workers=len(users)) as pool:
+        browsers = dict(zip(users, pool.map(one_user, users), strict=True))
+    # Whose session did each login get? Asked one user at a time, when no other request
+    # is in flight to be mixed up with; these requests are not in the counts.
+    for name, browser in browsers.items():
+        if SESSION_COOKIE not in browser.cookies:
+            continue  # counted at the login
+        try:
+            owner = page_user(browser.request("GET", page, counted=False).body)
+        except _Unanswered:
+            owner = "nobody (unanswered)"
+        if owner != name:
+            report.count("foreign_session", f"{name}'s login got the session of {owner}")
+    return report
