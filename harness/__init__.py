@@ -8,6 +8,7 @@ bounded, and stops at the end (also on SIGTERM). One module per idea:
   throw-away processes, and ``layer_backend``: a layer's URL variable or such a server.
 * ``chat``: the chat as a Daphne or Uvicorn process (``ChatServer``), and ``serve``.
 * ``accounts``: logged-in users in a throw-away database (``make_accounts``).
+* ``login``: logging in over HTTP as a browser does, standard library only (``HttpBrowser``).
 * ``identity``: whether each HTTP answer reaches its own user (``check_identity``).
 * ``live``: what the tests hold while a server runs (``LiveChat``, ``LiveServers``).
 * ``pytest_plugin``: the fixtures (``live_chat``, ``backend``, ``redis_url`` ...).

@@ -35,7 +35,6 @@ __all__ = ["ACCOUNT_PASSWORD", "Accounts", "make_accounts", "username"]
 
 ACCOUNT_PASSWORD = "chat-harness-password"  # throw-away users on loopback
 DATABASE_FILE = "chat-users.sqlite3"
-SESSION_COOKIE = "sessionid"  # Django's SESSION_COOKIE_NAME, which the app keeps
 MAKE_TIMEOUT_S = 300.0
 
 

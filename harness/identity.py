@@ -27,24 +27,21 @@ expected failure there); the current stack must show zero of each.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import random
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
-from urllib.parse import urlencode, urlsplit
 
-from harness.accounts import SESSION_COOKIE, Accounts
+from harness.accounts import Accounts
+from harness.login import SESSION_COOKIE, HttpBrowser, HttpResponse, NoAnswer
 
 __all__ = ["SHAPES", "IdentityReport", "check_identity", "page_user"]
 
 SHAPES = ("burst", "staggered")
 STAGGER_S = 0.02  # a staggered request starts up to this long after its turn
 PAGE_USER = re.compile(r'id="chat-user">([^<]*)<')
-CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 EXAMPLES = 5  # problems described in full; the rest are counted
 
 
@@ -88,71 +85,23 @@ class IdentityReport:
         return "; ".join([head, *self.examples])
 
 
-class _Unanswered(Exception):
-    pass
-
-
-@dataclass
-class _Response:
-    status: int
-    cookies: dict[str, str]
-    body: str
-
-
-class _Browser:
-    """One user's cookie jar; every request on a connection of its own."""
+class _CountedBrowser(HttpBrowser):
+    """A browser whose requests count in the report (unless ``counted`` is off)."""
 
     def __init__(self, base_url: str, timeout: float, report: IdentityReport) -> None:
-        parts = urlsplit(base_url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.origin = f"{parts.scheme}://{parts.netloc}"
-        self.timeout = timeout
+        super().__init__(base_url, timeout=timeout)
         self.report = report
-        self.cookies: dict[str, str] = {}
+        self.counted = True
 
-    def request(
-        self, method: str, path: str, form: dict[str, str] | None = None, *, counted: bool = True
-    ) -> _Response:
-        if counted:
-            with self.report.lock:
-                self.report.requests += 1
-        headers = {"Connection": "close"}
-        if self.cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        body = None
-        if form is not None:
-            body = urlencode(form)
-            headers |= {"Content-Type": "application/x-www-form-urlencoded", "Origin": self.origin}
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        try:
-            connection.request(method, path, body=body, headers=headers)
-            answer = connection.getresponse()
-            text = answer.read().decode(errors="replace")
-        except (OSError, http.client.HTTPException) as error:
-            raise _Unanswered(f"{method} {path}: {type(error).__name__}: {error}") from None
-        finally:
-            connection.close()
-        cookies = {}
-        for header in answer.headers.get_all("Set-Cookie") or []:
-            cookies |= {name: morsel.value for name, morsel in SimpleCookie(header).items()}
-        if counted:
-            with self.report.lock:
-                self.report.answered += 1
-        return _Response(answer.status, cookies, text)
-
-    def log_in(self, name: str, password: str) -> str | None:
-        """Log in as a browser does; the session key the answer set, or None."""
-        form_page = self.request("GET", "/accounts/login/")
-        self.cookies |= form_page.cookies
-        token = CSRF_INPUT.search(form_page.body)
-        form = {
-            "csrfmiddlewaretoken": token[1] if token else "",
-            "username": name,
-            "password": password,
-        }
-        answer = self.request("POST", "/accounts/login/", form)
-        self.cookies |= answer.cookies
-        return answer.cookies.get(SESSION_COOKIE)
+    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> HttpResponse:
+        if not self.counted:
+            return super().request(method, path, form)
+        with self.report.lock:
+            self.report.requests += 1
+        response = super().request(method, path, form)
+        with self.report.lock:
+            self.report.answered += 1
+        return response
 
 
 def check_identity(
@@ -185,8 +134,8 @@ def check_identity(
         else:
             time.sleep(random.uniform(0, STAGGER_S))  # the load's shape, not a wait
 
-    def one_user(name: str) -> _Browser:
-        browser = _Browser(base_url, timeout, report)
+    def one_user(name: str) -> _CountedBrowser:
+        browser = _CountedBrowser(base_url, timeout, report)
 
         def log_in() -> None:
             if browser.log_in(name, accounts.password) is None:
@@ -201,7 +150,7 @@ def check_identity(
             turn()
             try:
                 call()
-            except _Unanswered as error:
+            except NoAnswer as error:
                 report.count("unanswered", f"{name}: {error}")
         return browser
 
@@ -212,9 +161,10 @@ def check_identity(
     for name, browser in browsers.items():
         if SESSION_COOKIE not in browser.cookies:
             continue  # counted at the login
+        browser.counted = False
         try:
-            owner = page_user(browser.request("GET", page, counted=False).body)
-        except _Unanswered:
+            owner = page_user(browser.request("GET", page).body)
+        except NoAnswer:
             owner = "nobody (unanswered)"
         if owner != name:
             report.count("foreign_session", f"{name}'s login got the session of {owner}")

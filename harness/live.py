@@ -22,7 +22,15 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from harness import Backend, ChatServer, ServiceError, layer_backend, service_of
+from harness import (
+    Accounts,
+    Backend,
+    ChatServer,
+    ServiceError,
+    layer_backend,
+    make_accounts,
+    service_of,
+)
 from harness.backends import environment
 
 # The mark each layer's tests carry, named after the server it needs, so that
@@ -139,15 +147,36 @@ def wait_for_layer_round_trip(server: ChatServer, timeout: float = LAYER_READY_S
     )
 
 
+# Users in the session's database, each with a session (harness/accounts.py): enough for
+# the logged-in load tests' sockets.
+LIVE_ACCOUNTS = 200
+
+
 class LiveServers:
     """Chat servers started on demand and kept for the session, one list per (layer,
     consumer, ASGI server), all servers of a layer sharing the session's backend:
-    ``count=2`` hands out the server ``count=1`` does and starts just one more."""
+    ``count=2`` hands out the server ``count=1`` does and starts just one more. Every
+    server shares one database of ``accounts`` (made on first use), for logged-in tests."""
 
     def __init__(self, backend_for: Callable[[str], Backend | None], tmp_dir: Path) -> None:
         self._backend_for = backend_for
         self._tmp_dir = tmp_dir
         self._started: dict[tuple[str, str, str], list[ChatServer]] = {}
+        self._accounts: Accounts | None = None
+
+    @property
+    def accounts(self) -> Accounts:
+        if self._accounts is None:
+            self._accounts = make_accounts(
+                self._tmp_dir / "accounts", users=LIVE_ACCOUNTS, sessions=True
+            )
+            self._accounts.write(self.accounts_file)
+        return self._accounts
+
+    @property
+    def accounts_file(self) -> Path:
+        """The accounts as ``python -m load run --accounts`` reads them."""
+        return self._tmp_dir / "accounts" / "accounts.json"
 
     def get(
         self, layer: str, consumer: str = "async", count: int = 1, asgi: str = "daphne"
@@ -175,6 +204,7 @@ class LiveServers:
             consumer=consumer,
             asgi=asgi,
             backend=backend,
+            env=self.accounts.env,
             log_dir=self._tmp_dir / f"{layer}-{consumer}-{asgi}{log_name}",
         )
         try:
@@ -208,6 +238,15 @@ class LiveChat:
         for server in servers:
             self._log_offsets.setdefault(id(server), (server, server.log_path.stat().st_size))
         return servers
+
+    @property
+    def accounts(self) -> Accounts:
+        """The users every live server knows (LIVE_ACCOUNTS of them, each with a session)."""
+        return self._live_servers.accounts
+
+    @property
+    def accounts_file(self) -> Path:
+        return self._live_servers.accounts_file
 
     def own(
         self, layer: str, *, backend: Backend, consumer: str = "async", asgi: str = "daphne"

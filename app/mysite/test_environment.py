@@ -241,29 +241,43 @@ def test_daphne_and_runserver_both_serve_the_chat(tmp_path, via):
         assert asyncio.run(say_hello(server)) == {"message": "hello"}
 
 
-@pytest.mark.parametrize("layer", [layer_param(name) for name in ("inmemory", "postgres", "nats")])
+@pytest.mark.parametrize("layer", [layer_param(name) for name in environment.LAYERS])
 def test_uvicorn_serves_the_chat(live_chat, layer):
-    """Uvicorn beside Daphne, with the WebSocket implementation chosen in harness/chat.py."""
+    """Uvicorn beside Daphne, with the WebSocket implementation chosen in harness/chat.py,
+    on every layer: a logged-in sender's message carries its name, an anonymous sender's
+    frame is the tutorial's, byte for byte."""
     (server,) = live_chat(layer, asgi="uvicorn")
     assert server.asgi == "uvicorn" and server.websocket == UVICORN_WEBSOCKETS
     assert f"WebSocket: {UVICORN_WEBSOCKETS}" in server.description
 
     with urllib.request.urlopen(f"{server.url}/chat/lobby/", timeout=10) as page:
         assert 'id="chat-log"' in page.read().decode()
+    name, session = next(iter(live_chat.accounts.sessions.items()))
 
-    async def round_trip() -> list[dict]:
+    async def round_trip() -> tuple[list[dict], list[str]]:
         room_url = f"{server.ws_url}/ws/chat/uvicorn_{layer}/"
+        cookie = {"Cookie": f"sessionid={session}"}
         async with (
-            websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as sender,
+            websockets.connect(
+                room_url, origin=Origin(server.url), open_timeout=10, additional_headers=cookie
+            ) as sender,
             websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as listener,
         ):
             await sender.send(json.dumps({"message": "served by uvicorn"}))
-            return [
+            named = [
                 json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
                 for socket in (sender, listener)
             ]
+            await listener.send(json.dumps({"message": "anonymous"}))
+            anonymous = [
+                str(await asyncio.wait_for(socket.recv(), timeout=10))
+                for socket in (sender, listener)
+            ]
+            return named, anonymous
 
-    assert asyncio.run(round_trip()) == [{"message": "served by uvicorn"}] * 2
+    named, anonymous = asyncio.run(round_trip())
+    assert named == [{"message": "served by uvicorn", "user": name}] * 2
+    assert anonymous == ['{"message": "anonymous"}'] * 2
     assert "Uvicorn running on" in server.log_text()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from load.commands.machine import MachineLog
 from load.commands.measure import measure
-from load.commands.stack import LiveStack
+from load.commands.stack import LiveStack, accounts_for
 from load.core.faultkinds import KINDS
 from load.core.plan import Plan
 from load.reporting.record import Stack
@@ -38,7 +38,12 @@ def bench(
             say(f"{label}: starting {stack.servers} {stack.asgi} ({stack.layer}, {stack.consumer})")
             sentinel = plan.fault is not None and KINDS[plan.fault.kind].needs_sentinels
             calibrated = machine.around(label) if machine else contextlib.nullcontext()
-            with calibrated, LiveStack(stack, run_dir / "servers", sentinel=sentinel) as live:
+            with (
+                calibrated,
+                LiveStack(
+                    stack, run_dir / "servers", sentinel=sentinel, accounts=accounts_for(plan)
+                ) as live,
+            ):
                 record = measure(
                     plan.again(),
                     run_dir,

@@ -20,7 +20,7 @@ from typing import Any
 
 from load.commands.machine import MachineLog
 from load.commands.measure import measure
-from load.commands.stack import LiveStack
+from load.commands.stack import LiveStack, accounts_for
 from load.core.plan import Plan, Shape
 from load.core.search import (
     DEFAULT_MAX_STEPS,
@@ -100,7 +100,10 @@ def search_stack(
     records: list[dict[str, Any]] = []
     started = time.monotonic()
     calibrated = machine.around(label) if machine else contextlib.nullcontext()
-    with calibrated, LiveStack(stack, out / "runs" / label / "servers") as live:
+    with (
+        calibrated,
+        LiveStack(stack, out / "runs" / label / "servers", accounts=accounts_for(base)) as live,
+    ):
         for number in range(1, settings.max_steps + 1):  # the search stops itself by then
             value = search.next_value()
             if value is None:
@@ -275,6 +278,9 @@ def capacity_entry(
         "contended": any(r.get("contended") for r in records),
         "contended_steps": sum(1 for r in records if r.get("contended")),
         "contended_step_numbers": [r["step"] for r in records if r.get("contended")],
+        # Kept out of search_description, whose fields a replay requires: summaries from
+        # before logins existed had anonymous users, and replay reads a missing login so.
+        "login": base.login,
     }
     return entry
 
@@ -318,15 +324,15 @@ def behaviour(record: Mapping[str, Any]) -> str:
 # What must be equal for two capacities to be compared (key_of), as the gate names them.
 KEY_FIELDS = (
     "layer", "servers", "consumer", "asgi", "scenario", "vary", "room shape", "message_bytes",
-    "layer_config",
+    "layer_config", "login",
 )  # fmt: skip
 
 
 def key_of(entry: Mapping[str, Any]) -> tuple:
     """Like with like: the stack, the scenario, the varied quantity, the room shape (users
     and rooms when the rate is varied; the room size and the rate when users are), the
-    message size and the layer config (as parsed JSON: spacing and key order aside). The
-    order follows KEY_FIELDS."""
+    message size, the layer config (as parsed JSON: spacing and key order aside) and how
+    the users logged in. The order follows KEY_FIELDS."""
     start = entry["start"]
     if entry["vary"] == "rate":
         shape = f"{start['users']} users in {start['rooms']} rooms"
@@ -337,7 +343,7 @@ def key_of(entry: Mapping[str, Any]) -> tuple:
     config = json.dumps(json.loads(config), sort_keys=True) if config else None
     return (
         entry["layer"], entry["servers"], entry["consumer"], entry["asgi"], entry["scenario"],
-        entry["vary"], shape, entry["message_bytes"], config,
+        entry["vary"], shape, entry["message_bytes"], config, entry.get("login", "none"),
     )  # fmt: skip
 
 

@@ -57,9 +57,11 @@ from load.commands.remote import (
 )
 from load.commands.stack import StackError
 from load.core import faults
+from load.core.logins import read_accounts
 from load.core.plan import (
     Plan,
     add_fault_options,
+    add_named_options,
     add_options,
     new_run_id,
     plan_from_options,
@@ -217,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the chat server (its /ws/chat/<room>/ endpoint is used)",
     )
     shared(run)
+    add_named_options(run, ("--accounts",))
     run.add_argument(
         "--workers",
         type=positive_int,
@@ -459,8 +462,24 @@ def remote_workers(args: argparse.Namespace) -> RemoteWorkers | None:
     return RemoteWorkers(args.workers, args.master_bind, args.master_port)
 
 
+def check_accounts(plan: Plan) -> None:
+    """``run --login`` needs an accounts file that holds what the login needs."""
+    if plan.login == "none":
+        return
+    if not plan.accounts:
+        raise BadInput(
+            f"--login {plan.login} needs --accounts FILE: the users to log in as on that "
+            "server (bench and capacity make their own)"
+        )
+    try:
+        read_accounts(plan.accounts, plan.login)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+
+
 def command_run(args: argparse.Namespace) -> int:
     plan = base_plan(args, [args.target])
+    check_accounts(plan)
     check_target(args.target)
     out = args.out or default_out("run")
     harness = harness_info()

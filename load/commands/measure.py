@@ -45,6 +45,10 @@ def measure(
         usage = ServerUsage(other_cpu_cores=other, steal_cores=steal)
         return with_clocks(run_record(plan, tally, stack, usage), read_clocks(run_dir))
     plan = plan.with_targets(live.targets)
+    if plan.login != "none":
+        # The users bench and capacity made for the stack (LiveStack's accounts).
+        assert live.accounts_file is not None, "a logged-in plan on a stack without accounts"
+        plan = replace(plan, accounts=str(live.accounts_file))
     stack = replace(stack, software=live.description)
     sampler = ServerSampler(live.processes)
     machine = MachineSampler(

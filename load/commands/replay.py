@@ -18,7 +18,7 @@ from typing import Any
 from harness import ASGI_SERVERS, LAYERS, check_consumer
 from load.commands.capacity import read_replayable
 from load.commands.measure import measure
-from load.commands.stack import LiveStack
+from load.commands.stack import LiveStack, accounts_for
 from load.core.plan import Plan, Shape, build_plan
 from load.core.search import LIMITS, Objective
 from load.reporting.record import Stack
@@ -86,6 +86,7 @@ def _plan_of(entry: Mapping[str, Any]) -> Plan:
         drain_s=entry["drain_s"],
         close_grace_s=entry["close_grace_s"],
         message_bytes=entry["message_bytes"],
+        login=entry.get("login", "none"),  # absent: written before logins, anonymous
     )
 
 
@@ -103,7 +104,8 @@ def replay(
     package ``versions`` installed now; its verdict (an entry of summary.json's
     ``replay``)."""
     records = []
-    with LiveStack(item.stack, out / "runs" / item.label / "servers") as live:
+    servers_log = out / "runs" / item.label / "servers"
+    with LiveStack(item.stack, servers_log, accounts=accounts_for(item.plan)) as live:
         for number in range(1, repeat + 1):
             run_dir = out / "runs" / item.label / f"run-{number:02d}"
             name = f"{item.label} replay {number}"

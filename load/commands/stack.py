@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from harness import (
     RedisServer,
     ServiceError,
     layer_backend,
+    make_accounts,
 )
+from load.core.plan import Plan
 from load.reporting.record import Stack
 
 # "Idle": under this share of a core, for this long; checked this often, this long at most.
@@ -29,6 +32,12 @@ IDLE_TIMEOUT_S = 20.0
 FLUSH_TIMEOUT_S = 10.0
 
 
+def accounts_for(plan: Plan) -> int:
+    """How many users a stack needs for ``plan``: one per load user when they log in (a
+    capacity search that adds users shares them out again: load/core/logins.py)."""
+    return plan.users if plan.login != "none" else 0
+
+
 class StackError(Exception):
     """A server of the stack could not be started; the text is one line."""
 
@@ -37,15 +46,23 @@ class LiveStack:
     """``with LiveStack(stack, log_dir) as live:`` the stack's servers run; ``live.targets``
     are their ws:// URLs. ``settle_down`` waits out an overloaded step's backlog;
     ``restart_servers`` gives fresh server processes on the same backend, and
-    ``start_afresh`` also empties the backend when the stack started it."""
+    ``start_afresh`` also empties the backend when the stack started it.
 
-    def __init__(self, stack: Stack, log_dir: Path, *, sentinel: bool = False) -> None:
+    With ``accounts=N`` the servers share a throw-away database of N users, each with a
+    session (harness/accounts.py); ``accounts_file`` is what ``--accounts`` reads."""
+
+    def __init__(
+        self, stack: Stack, log_dir: Path, *, sentinel: bool = False, accounts: int = 0
+    ) -> None:
         self.stack = stack
         self.log_dir = log_dir
         self.sentinel = sentinel  # the Redis layers through Redis Sentinel (redis-failover)
+        self.accounts = accounts
+        self.accounts_file: Path | None = None
         self.servers: list[ChatServer] = []
         self._exit = contextlib.ExitStack()
         self.backend: Backend | None = None
+        self._server_env: dict[str, str] = {}
 
     def __enter__(self) -> LiveStack:
         try:
@@ -54,6 +71,8 @@ class LiveStack:
             self.backend = self._exit.enter_context(
                 layer_backend(self.stack.layer, sentinel=self.sentinel)
             )
+            if self.accounts:
+                self._make_accounts()
             self.start_servers()
         except ServiceError as error:
             self.__exit__(None, None, None)
@@ -66,6 +85,13 @@ class LiveStack:
     def __exit__(self, *exc_info: object) -> None:
         self.stop_servers()
         self._exit.close()
+
+    def _make_accounts(self) -> None:
+        # Not in the results folder: thousands of session rows are no result.
+        folder = Path(self._exit.enter_context(tempfile.TemporaryDirectory(prefix="accounts-")))
+        accounts = make_accounts(folder, users=self.accounts, sessions=True)
+        self._server_env = accounts.env
+        self.accounts_file = accounts.write(folder / "accounts.json")
 
     @property
     def targets(self) -> list[str]:
@@ -95,7 +121,7 @@ class LiveStack:
                         consumer=self.stack.consumer,
                         asgi=self.stack.asgi,
                         backend=self.backend,
-                        env=self.layer_env(),
+                        env={**self.layer_env(), **self._server_env},
                         log_dir=self.log_dir,
                     )
                 )

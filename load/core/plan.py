@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from load.core.faultkinds import KINDS
+from load.core.logins import HTTP_LOGIN_S, LOGINS
 from load.core.scenarios import DEFAULTS, SCENARIOS, default_rooms
 
 SECOND_NS = 1_000_000_000
@@ -131,6 +132,8 @@ class Plan:
     processes: int = 1  # Locust load processes on this machine
     run_id: str = field(default_factory=new_run_id)
     fault: Fault | None = None  # injected by `bench` (load/commands/inject.py)
+    login: str = "none"  # none, http or sessions (load/core/logins.py)
+    accounts: str = ""  # the accounts file logged-in users read (load/core/logins.py)
 
     @property
     def users(self) -> int:
@@ -187,6 +190,8 @@ class Plan:
             message_bytes=self.message_bytes,
             processes=self.processes,
             fault=self.fault,
+            login=self.login,
+            accounts=self.accounts,
         )
 
     def with_targets(self, targets: Sequence[str]) -> Plan:
@@ -223,8 +228,11 @@ def build_plan(
     processes: int = 1,
     run_id: str | None = None,
     fault: Fault | None = None,
+    login: str = "none",
+    accounts: str = "",
 ) -> Plan:
-    """A plan whose connect time fits its users (churn connects while it sends)."""
+    """A plan whose connect time fits its users (churn connects while it sends) and, with
+    ``login="http"``, their logins."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
     if shape.rooms > shape.users:
@@ -243,8 +251,12 @@ def build_plan(
             )
         if scenario not in ("fanout", "isolation"):
             raise ValueError(f"--fault needs users that stay (fanout or isolation), not {scenario}")
+    if login not in LOGINS:
+        raise ValueError(f"unknown --login {login!r}: use one of {', '.join(LOGINS)}")
     spawn_rate = min(float(shape.users), SPAWN_RATE)
     connect_s = 0.0 if scenario == "churn" else round(shape.users / spawn_rate + CONNECT_SLACK_S, 2)
+    if login == "http" and scenario != "churn":
+        connect_s = round(connect_s + shape.users * HTTP_LOGIN_S, 2)
     return Plan(
         scenario=scenario,
         shape=shape,
@@ -258,6 +270,8 @@ def build_plan(
         processes=processes,
         run_id=run_id or new_run_id(),
         fault=fault,
+        login=login,
+        accounts=accounts,
     )
 
 
@@ -318,6 +332,14 @@ def fault_kind(text: str) -> str:
     if text not in FAULT_KINDS:
         raise argparse.ArgumentTypeError(
             f"invalid choice: {text!r} (choose from {', '.join(FAULT_KINDS)})"
+        )
+    return text
+
+
+def login_mode(text: str) -> str:
+    if text not in LOGINS:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(LOGINS)})"
         )
     return text
 
@@ -470,6 +492,28 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "--login",
+        login_mode,
+        "none: anonymous users, the tutorial's frames; http: each user logs in through the "
+        "login form first, as a browser does (about 0.3 s of server CPU each, so for up to a "
+        "few hundred users); sessions: each connects with a session written into the "
+        "database in bulk, for thousands. bench and capacity make the users; run needs "
+        "--accounts (default none)",
+        read=lambda plan: plan.login,
+        default="none",
+    ),
+    Option(
+        "--accounts",
+        str,
+        'with --login: a JSON file {"password": "...", "usernames": [...], "sessions": '
+        '{"<username>": "<session key>"}} of the users to log in as (bench and capacity '
+        "write their own)",
+        read=lambda plan: plan.accounts or None,
+        default="",
+        metavar="FILE",
+        cli=False,
+    ),
+    Option(
         "--processes",
         positive_int,
         "Locust load processes on this machine (>1: a master and N workers; counts "
@@ -563,8 +607,13 @@ FAULT_FLAGS = ("--fault", "--fault-at", "--fault-for", "--slow-share")
 
 def add_fault_options(parser: Any) -> None:
     """The fault options, for `python -m load bench` (defined once, in OPTIONS)."""
+    add_named_options(parser, FAULT_FLAGS)
+
+
+def add_named_options(parser: Any, flags: Sequence[str]) -> None:
+    """Options of OPTIONS that only some commands offer (cli=False), by flag."""
     for option in OPTIONS:
-        if option.flag in FAULT_FLAGS:
+        if option.flag in flags:
             parser.add_argument(
                 option.flag,
                 type=option.parse,
@@ -615,6 +664,8 @@ def plan_from_options(options: Any, *, users: int, targets: Sequence[str] | None
         processes=values["processes"] if (values["processes"] or 0) > 0 else 1,
         run_id=values["run_id"] or None,
         fault=fault,
+        login=values["login"],
+        accounts=values["accounts"],
     )
     if values["connect"]:
         plan = replace(plan, connect_s=values["connect"])

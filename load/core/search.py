@@ -140,7 +140,7 @@ class Objective:
             broke.append("leak")
         if run["duplicated"]:
             broke.append("duplicates")
-        if run.get("misattributed"):  # only runs with logged-in senders count it
+        if run.get("misattributed"):  # absent from summaries older than the count
             broke.append("misattributed")
         if run["errors"] > self.errors:
             broke.append("errors")

@@ -22,7 +22,10 @@ the contract's numbers:
 * so expected == delivered + lost + unconfirmed, exactly; lost and unconfirmed cannot be
   negative, as each first delivery is one distinct (message, socket) pair of its class
   (duplicates and leaks are counted apart and never as delivered). ``ambiguous`` counts
-  the deliveries that were in doubt or outside the membership.
+  the deliveries that were in doubt or outside the membership;
+* every received copy of a measurement message is also checked for its sender: its
+  ``user`` must be the username its id names (codec.sender_of), or absent for an
+  anonymous sender; any other is *misattributed* (counted apart, whatever else it is).
 
 ``SocketLedger`` states these rules one delivery at a time; it is the reference.
 ``FastLedger`` is what the load client runs: the same rules, with the per-delivery work
@@ -41,7 +44,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from load.core.codec import Stamp, parse_server_payload, room_prefix
+from load.core.codec import (
+    SENDER_MARK,
+    USER_FIELD,
+    Stamp,
+    parse_server_frame,
+    room_prefix,
+    sender_of,
+)
 from load.core.plan import SECOND_NS, Plan
 
 
@@ -286,6 +296,7 @@ COUNTERS = (
     "delivered_outside",  # first receipt of a message sent before the join or after the end
     "duplicated",  # a second (or later) receipt of a message at one socket
     "leaked",  # receipt of a message sent in another room
+    "misattributed",  # receipt whose user is not the sender's (any copy, any room)
     "foreign",  # well-formed chat messages that are not this harness's (someone else typing)
     "connects",  # completed handshakes
     "sessions_closed_cleanly",  # our close frame answered by the server's close frame
@@ -395,10 +406,12 @@ class SocketLedger:
         self.seen: set[str] = set()
         self.pending: deque[int] = deque()
 
-    def deliver(self, stamp: Stamp, recv_ns: int) -> bool:
-        """Account one received measurement message (receipt time ``recv_ns``); True for
-        the first copy of a message of this socket's room."""
+    def deliver(self, stamp: Stamp, recv_ns: int, user: str | None = None) -> bool:
+        """Account one received measurement message (receipt time ``recv_ns``, the frame's
+        ``user``); True for the first copy of a message of this socket's room."""
         tally = self.tally
+        if user != sender_of(stamp.msg_id):
+            tally.counters["misattributed"] += 1
         if stamp.room != self.room:
             # Room names carry the run id, so another run's message here is a leak too.
             tally.counters["leaked"] += 1
@@ -520,13 +533,14 @@ class DeliveryLog:
         del receipts[:]
 
 
+SENDER_MARK_BYTES = SENDER_MARK.encode()
 # Fold a socket's pending send times when this many pile up (bounds memory and the scan).
 PENDING_FOLD = 4096
 NOT_A_LOAD_TEST_MESSAGE = "message is not a load-test message"
 
 
 def problem_kind(problem: str) -> str:
-    """The error kind of a frame that is not a measurement (see parse_server_payload)."""
+    """The error kind of a frame that is not a measurement (see parse_server_frame)."""
     return "server_error_frame" if problem.startswith("server error") else "bad_frame"
 
 
@@ -535,9 +549,11 @@ class FastLedger:
     results and less work per delivery (``on_text`` is called for every text frame).
 
     * A frame of this socket's room starts with a constant (``codec.room_prefix``): one
-      ``startswith`` and a few C-level byte checks replace JSON, UTF-8 and ``Stamp``.
+      ``startswith`` and a few C-level byte checks replace JSON, UTF-8 and ``Stamp``; a
+      logged-in sender's frame ends with its ``user`` (``codec.USER_FIELD``), split off
+      with one ``partition``.
       Anything else (another room's message: a leak; other spacing; foreign text; an
-      error frame) takes ``parse_server_payload`` and is classified as before.
+      error frame) takes ``parse_server_frame`` and is classified as before.
     * Message ids stay ``bytes`` in the seen-set.
     * Latencies go to ``tally.deliveries`` (folded in bulk).
     * The send times of deliveries that may still turn out in doubt wait in a list and
@@ -598,18 +614,30 @@ class FastLedger:
         """Account one text frame received at ``recv_ns``."""
         prefix = self.prefix
         if payload.startswith(prefix) and payload.endswith(b'"}'):
-            # The cases where parse_server_payload's own fast path would decline or
-            # differ (escapes, non-ASCII, a non-numeric time) go the slow way below.
-            body = payload[len(prefix) : -2]
-            if body.isascii() and b'"' not in body and b"\\" not in body:
+            # The cases where parse_server_frame's own fast path would decline or differ
+            # (escapes, non-ASCII, a non-numeric time) go the slow way below.
+            body, has_user, user = payload[len(prefix) : -2].partition(USER_FIELD)
+            if (
+                body.isascii()
+                and b'"' not in body
+                and b"\\" not in body
+                and (not has_user or (user.isascii() and b'"' not in user and b"\\" not in user))
+            ):
                 msg_id, _, rest = body.partition(b"|")
                 send_field = rest.partition(b"|")[0]
                 if send_field.isdigit():
-                    self._account(msg_id, int(send_field), recv_ns)
+                    self._account(msg_id, int(send_field), recv_ns, user if has_user else None)
                     return
         self._slow(payload, recv_ns)
 
-    def _account(self, msg_id: bytes, send_ns: int, recv_ns: int) -> None:
+    def _attribute(self, msg_id: bytes, user: bytes | None) -> None:
+        """Count a receipt whose ``user`` is not the sender its id names."""
+        sender, mark, _ = msg_id.partition(SENDER_MARK_BYTES)
+        if (sender if mark else None) != user:
+            self.tally.counters["misattributed"] += 1
+
+    def _account(self, msg_id: bytes, send_ns: int, recv_ns: int, user: bytes | None) -> None:
+        self._attribute(msg_id, user)
         seen = self.seen
         if msg_id in seen:
             self.tally.counters["duplicated"] += 1
@@ -633,23 +661,25 @@ class FastLedger:
             self.round_trip((recv_ns - send_ns) / 1e6)
 
     def _slow(self, payload: bytes, recv_ns: int) -> None:
-        stamp, problem = parse_server_payload(payload)
+        stamp, text_user, problem = parse_server_frame(payload)
         tally = self.tally
         if stamp is None:
             if problem == NOT_A_LOAD_TEST_MESSAGE:
                 tally.counters["foreign"] += 1
             else:
-                assert problem is not None  # parse_server_payload gives one without a stamp
+                assert problem is not None  # parse_server_frame gives one without a stamp
                 kind = problem_kind(problem)
                 tally.error(kind, recv_ns)
                 if self.on_error is not None:
                     self.on_error(kind, problem)
             return
         msg_id = stamp.msg_id.encode()
+        user = text_user.encode() if text_user is not None else None
         if stamp.room == self.room:
-            self._account(msg_id, stamp.send_ns, recv_ns)
+            self._account(msg_id, stamp.send_ns, recv_ns, user)
             return
         # Room names carry the run id, so another run's message here is a leak too.
+        self._attribute(msg_id, user)
         tally.counters["leaked"] += 1
         own = self.own
         if own is not None and msg_id.startswith(own) and self.round_trip is not None:
@@ -757,6 +787,7 @@ RESULT_COUNTS = (
     "unconfirmed",
     "duplicated",
     "leaked",
+    "misattributed",
     "errors",
 )
 CONNECT_NAMES = ("p50", "p95", "p99", "max")
@@ -808,6 +839,7 @@ def summarize(tally: Tally) -> dict[str, Any]:
         "unconfirmed": unconfirmed,
         "duplicated": counters["duplicated"],
         "leaked": counters["leaked"],
+        "misattributed": counters["misattributed"],
         "errors": errors,
         "delivery_ratio": round(delivered / expected, 6) if expected else 1.0,
         "delivered_per_s": round(delivered / duration_s, 1) if duration_s > 0 else 0.0,

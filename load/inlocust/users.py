@@ -39,8 +39,10 @@ from locust import User, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
+from harness.login import SESSION_COOKIE, HttpBrowser, NoAnswer
 from load.core.clock import Clock
-from load.core.codec import encode_frame_payload, encode_text
+from load.core.codec import encode_frame_payload, encode_text, id_prefix
+from load.core.logins import LoadAccounts, read_accounts
 from load.core.plan import SECOND_NS, Plan, add_options, new_run_id, plan_from_options
 from load.core.scenarios import CHURN_STAY_S, CLOSE_TIMEOUT_S, send_times
 from load.core.stats import FastLedger, Tally, Window, summarize
@@ -59,6 +61,7 @@ MAX_RECONNECTS = 40
 MAX_CHURN_SESSIONS = 100_000
 RECONNECT_BACKOFF_S = 0.25
 RECONNECT_BACKOFF_MAX_S = 2.0
+LOGIN_TIMEOUT_S = 60.0
 # How a session ended (run_session).
 DONE, NO_CONNECT, DROPPED = "done", "no_connect", "dropped"
 
@@ -97,6 +100,10 @@ class LoadProcess:
         self.cpu_from: tuple[float, float] | None = None
         self.cpu_until: tuple[float, float] | None = None
         self.token = f"p{os.getpid():x}{secrets.token_hex(2)}"
+        # Whom users log in as (--login, --accounts); None: anonymous users.
+        self.accounts: LoadAccounts | None = (
+            read_accounts(plan.accounts, plan.login) if plan.login != "none" else None
+        )
         self.workers = workers
         self.next_local_user = 0
         self.next_socket = 0
@@ -173,6 +180,9 @@ def _fire(environment: Any, name: str, ms: float, error: Exception | None = None
 class ChatUser(User):
     """One chat participant following the plan, then stopping."""
 
+    sender: str | None = None  # the username it logged in as (None: anonymous)
+    cookie: str | None = None  # its Cookie header, once logged in
+
     # Locust's own wait between tasks is unused: the task runs the whole plan once.
     def wait_time(self) -> float:
         return 0.0
@@ -184,6 +194,8 @@ class ChatUser(User):
             raise StopUser()
         worker_index = max(getattr(self.environment.runner, "worker_index", 0), 0)
         user_index = process.user_index(worker_index)
+        if not self.log_in(user_index):
+            raise StopUser()  # counted: its sockets are missing from the run (not offered)
         process.users_running += 1
         try:
             if process.plan.scenario == "churn":
@@ -195,6 +207,38 @@ class ChatUser(User):
             if process.users_running == 0 and process.clock.time_ns() >= process.window.until_ns:
                 process.users_done.set()
         raise StopUser()
+
+    def log_in(self, user_index: int) -> bool:
+        """As the plan's ``login`` says: nothing (anonymous), the session the harness wrote,
+        or the login form over HTTP, timed as "login" in Locust's table. False (an error
+        counted) when the login failed."""
+        process, plan = PROCESS, PROCESS.plan
+        assert plan is not None  # follow_plan checked it
+        if process.accounts is None:
+            return True
+        name = process.accounts.username_of(user_index)
+        if plan.login == "sessions":
+            self.sender = name
+            self.cookie = f"{SESSION_COOKIE}={process.accounts.sessions[name]}"
+            return True
+        host = plan.target_of_user(user_index).removeprefix("ws://")
+        # Logins queue on the server for its password hashes: give them time.
+        browser = HttpBrowser(f"http://{host}", timeout=LOGIN_TIMEOUT_S)
+        started = time.perf_counter()
+        problem = f"{name}: the login set no session cookie"
+        try:
+            session = browser.log_in(name, process.accounts.password)
+        except NoAnswer as error:
+            session, problem = None, f"{name}: {error}"
+        login_ms = (time.perf_counter() - started) * 1000
+        if session is None:
+            assert process.tally is not None  # set with the plan
+            process.tally.error("login_failed", process.clock.time_ns())
+            _fire(self.environment, "login", login_ms, RuntimeError(problem))
+            return False
+        _fire(self.environment, "login", login_ms)
+        self.sender, self.cookie = name, browser.cookie_header()
+        return True
 
     def stay(self, user_index: int) -> None:
         """fanout, isolation, idle: one socket for the whole test; after a lost connection,
@@ -276,7 +320,8 @@ class ChatUser(User):
         join_ns = process.clock.time_ns()
         socket_no = process.next_socket
         process.next_socket += 1
-        ledger = self.ledger(session.room, join_ns, own_prefix=f"{process.token}s{socket_no}.")
+        own_prefix = id_prefix(f"{process.token}s{socket_no}.", self.sender)
+        ledger = self.ledger(session.room, join_ns, own_prefix=own_prefix)
         process.live[socket_no] = ledger
         process.members[session.room] += 1
         if slow is None:
@@ -336,7 +381,9 @@ class ChatUser(User):
         assert tally is not None  # set with the plan, which follow_plan checked
         started = time.perf_counter()
         try:
-            connection = Connection.open(session.target, f"/ws/chat/{session.room}/")
+            connection = Connection.open(
+                session.target, f"/ws/chat/{session.room}/", cookie=self.cookie
+            )
         except WireError as error:
             tally.error(error.kind, PROCESS.clock.time_ns())
             _fire(self.environment, "connect", (time.perf_counter() - started) * 1000, error)
@@ -383,7 +430,7 @@ class ChatUser(User):
         connection ends). The sends run as hub timer callbacks; this greenlet waits."""
         process, plan = PROCESS, PROCESS.plan
         assert plan is not None  # follow_plan checked it
-        prefix = f"{process.token}s{socket_no}."
+        prefix = id_prefix(f"{process.token}s{socket_no}.", self.sender)
         start_s = max(process.clock.time(), session.send_from_ns / 1e9)
         moments = send_times(start_s, session.send_until_ns / 1e9, plan.rate, rng)
         sequence = iter(range(len(moments)))

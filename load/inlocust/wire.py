@@ -168,8 +168,11 @@ class Connection:
         self.receiver: HubReceiver | None = None
 
     @classmethod
-    def open(cls, target: str, path: str, *, timeout: float = 10.0) -> Connection:
-        """Connect to ``target`` (ws://HOST:PORT) and complete the handshake for ``path``.
+    def open(
+        cls, target: str, path: str, *, cookie: str | None = None, timeout: float = 10.0
+    ) -> Connection:
+        """Connect to ``target`` (ws://HOST:PORT) and complete the handshake for ``path``,
+        sending ``cookie`` (a Cookie header's value: a logged-in user's session) if given.
 
         The Origin header matches the host, as AllowedHostsOriginValidator requires.
         """
@@ -187,7 +190,9 @@ class Connection:
             request = (
                 f"GET {path} HTTP/1.1\r\nHost: {netloc}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
-                f"Sec-WebSocket-Version: 13\r\nOrigin: http://{netloc}\r\n\r\n"
+                f"Sec-WebSocket-Version: 13\r\nOrigin: http://{netloc}\r\n"
+                + (f"Cookie: {cookie}\r\n" if cookie else "")
+                + "\r\n"
             ).encode()
             sock.sendall(request)
             response = b""

@@ -141,6 +141,8 @@ def run_record(
             "drain_s": plan.drain_s,
             "close_grace_s": plan.close_grace_s,
             "message_bytes": plan.message_bytes,
+            "login": plan.login,  # none: anonymous senders (then misattributed counts frames
+            # that carry a user at all)
             "server_cpu_us_per_delivery": (
                 round(usage.cpu_s * 1e6 / delivered, 1)
                 if usage.cpu_s is not None and delivered

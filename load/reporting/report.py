@@ -47,6 +47,7 @@ RUN_COLUMNS: tuple[tuple[str, Callable[[Record], Any]], ...] = (
     ("unconf", lambda r: r.get("unconfirmed", 0)),
     ("dup", lambda r: r["duplicated"]),
     ("leaked", lambda r: r["leaked"]),
+    ("misattr", lambda r: r.get("misattributed", 0)),
     ("errors", lambda r: r["errors"]),
     ("ratio", lambda r: f"{r['delivery_ratio']:.4f}"),
     ("deliv/s", lambda r: f"{r['delivered_per_s']:.0f}"),
@@ -138,6 +139,8 @@ def problems(run: Record) -> list[str]:
         )
     if run["leaked"]:
         found.append(f"{run['leaked']} deliveries LEAKED into the wrong room")
+    if run.get("misattributed"):
+        found.append(f"{run['misattributed']} deliveries MISATTRIBUTED: they named another sender")
     if run["duplicated"]:
         found.append(f"{run['duplicated']} duplicate deliveries")
     if run["errors"]:
@@ -197,6 +200,7 @@ def medians(runs: Sequence[Record]) -> list[dict[str, Any]]:
                 "lost": sum(r["lost"] for r in group),
                 "unconfirmed": sum(r.get("unconfirmed", 0) for r in group),
                 "leaked": sum(r["leaked"] for r in group),
+                "misattributed": sum(r.get("misattributed", 0) for r in group),
                 "errors": sum(r["errors"] for r in group),
             }
         )
@@ -218,6 +222,7 @@ def medians_table(rows: Sequence[Record]) -> str:
         "lost",
         "unconf",
         "leaked",
+        "misattr",
         "errors",
     ]
     cells = [
@@ -235,6 +240,7 @@ def medians_table(rows: Sequence[Record]) -> str:
             str(r["lost"]),
             str(r.get("unconfirmed", 0)),
             str(r["leaked"]),
+            str(r.get("misattributed", 0)),
             str(r["errors"]),
         ]
         for r in rows

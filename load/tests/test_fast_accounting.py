@@ -5,7 +5,8 @@ network, no Locust.
 
 The streams hold what a run can see: several sockets of one room sharing a tally, sends
 before a socket's join and during its close, copies of one message, messages from a
-look-alike room (leaks), foreign chat text, other JSON spacing and escapes, padding,
+look-alike room (leaks), logged-in senders' frames with their user, another user or
+none (misattributed), foreign chat text, other JSON spacing and escapes, padding,
 error frames, garbage, sub-microsecond and negative latencies, a settle period before
 the measured window and sends after it. Sockets end as a run ends them: we close after
 the drain grace, after an early drain (a later firm end), or the server closes them (the
@@ -21,7 +22,13 @@ from typing import Any
 
 import pytest
 
-from load.core.codec import encode_frame_payload, encode_text, parse_server_payload
+from load.core.codec import (
+    encode_frame_payload,
+    encode_text,
+    id_prefix,
+    parse_server_frame,
+    parse_server_payload,
+)
 from load.core.stats import (
     PENDING_FOLD,
     FastLedger,
@@ -55,11 +62,21 @@ def random_stream(rng: random.Random, count: int) -> list[tuple[int, bytes, int]
         socket = rng.randrange(SOCKETS)
         send_ns = now - rng.randint(0, 5_000_000)
         kind = rng.random()
-        if kind < 0.70:
+        if kind < 0.55:
             msg_id = f"p1a2s{rng.randrange(SOCKETS)}.{i}"
             sent.append((msg_id, send_ns))
             pad = rng.choice([0, 0, 0, 200])
             frame = encode_frame_payload(encode_text(RUN, ROOM, msg_id, send_ns, pad))
+        elif kind < 0.70:  # a logged-in sender: its user, mostly; sometimes another or none
+            sender = f"user{rng.randrange(5)}"
+            msg_id = id_prefix(f"p1a2s{rng.randrange(SOCKETS)}.", sender) + str(i)
+            sent.append((msg_id, send_ns))
+            user = rng.choice([sender] * 8 + ["user9", None, "user@x.y"])
+            data = {"message": encode_text(RUN, ROOM, msg_id, send_ns)}
+            frame = json.dumps(data if user is None else {**data, "user": user}).encode()
+        elif kind < 0.705:  # an anonymous sender's message, named after someone
+            text = encode_text(RUN, ROOM, f"p1a2s1.a{i}", send_ns)
+            frame = json.dumps({"message": text, "user": "user3"}).encode()
         elif kind < 0.78 and sent:  # another copy of an earlier message (maybe to another socket)
             msg_id, send_ns = rng.choice(sent)
             frame = encode_frame_payload(encode_text(RUN, ROOM, msg_id, send_ns))
@@ -134,9 +151,9 @@ def reference(events: list[tuple[int, bytes, int]], plan: dict[str, Any]):
         for number, ledger in enumerate(ledgers):
             if ledger.firm_until_ns is None and recv_ns >= plan["leaves"][number]:
                 ledger.start_leaving(plan["leaves"][number], **plan["ends"][number])
-        stamp, problem = parse_server_payload(frame)
+        stamp, user, problem = parse_server_frame(frame)
         if stamp is not None:
-            ledgers[socket].deliver(stamp, recv_ns)
+            ledgers[socket].deliver(stamp, recv_ns, user)
             if socket == 0 and stamp.msg_id.startswith(OWN):
                 round_trips.append((recv_ns - stamp.send_ns) / 1e6)
         elif problem == "message is not a load-test message":
@@ -245,7 +262,8 @@ def test_fast_accounting_gives_the_reference_numbers(seed: int) -> None:
     # The streams exercise what they claim to (every kind of count is non-zero).
     if count > 1000:
         counters = ref_tally.counters
-        for name in ("delivered_firm", "delivered_outside", "duplicated", "leaked", "foreign"):
+        names = ("delivered_firm", "delivered_outside", "duplicated", "leaked", "foreign")
+        for name in (*names, "misattributed"):
             assert counters[name] > 0, name
         assert result["lost"] > 0
         assert ref_tally.errors["bad_frame"] and ref_tally.errors["server_error_frame"]

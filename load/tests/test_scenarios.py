@@ -36,6 +36,7 @@ def assert_clean(run: dict) -> None:
     """Everything expected arrived once, in the right room, without errors."""
     assert run["errors"] == 0, run["errors_by_kind"]
     assert run["leaked"] == 0
+    assert run["misattributed"] == 0
     assert run["duplicated"] == 0
     assert run["lost"] == 0
     assert run["delivered"] == run["expected"]
@@ -49,6 +50,9 @@ def test_scenario_delivers_everything_without_leaks(
     layer: str, scenario: str, live_chat, tmp_path: Path
 ) -> None:
     (server,) = live_chat(layer)
+    # fanout's users log in (sessions written in bulk), so that every layer's frames are
+    # checked for their sender's name too (misattributed, in assert_clean).
+    login = ["--login", "sessions", "--accounts", str(live_chat.accounts_file)]
     summary = run_against(
         server.ws_url,
         tmp_path,
@@ -59,9 +63,11 @@ def test_scenario_delivers_everything_without_leaks(
         "--drain",
         "2",
         *SMOKE_SHAPES[scenario],
+        *(login if scenario == "fanout" else []),
     )
     (run,) = summary["runs"]
     assert run["scenario"] == scenario
+    assert run["login"] == ("sessions" if scenario == "fanout" else "none")
     if (layer, scenario) == ("nats", "isolation"):
         # A third of the isolation rooms end in "." (x-1.), which NATS cannot take as a
         # subject token: their handshakes fail (README, "Layers"); the rest stay exact.
