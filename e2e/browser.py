@@ -96,6 +96,39 @@ class HeadlessChromium:
         self._profiles.clear()
 
 
+class Profiles:
+    """Browsers of one test's own, apart from the session's: each ``start()`` is a new
+    browser with a profile, and so a cookie jar, of its own (tabs of one browser share
+    one; see test_identity.py). ``watch(server)`` puts that server's log lines from then
+    on in the test's failure report."""
+
+    def __init__(self, factory: HeadlessChromium) -> None:
+        self.factory = factory
+        self.drivers: list[WebDriver] = []
+        self._log_offsets: list[tuple[ChatServer, int]] = []
+
+    def start(self) -> WebDriver:
+        driver = self.factory()
+        self.drivers.append(driver)
+        return driver
+
+    def watch(self, server: ChatServer) -> None:
+        self._log_offsets.append((server, server.log_path.stat().st_size))
+
+    def logs_during_test(self) -> list[tuple[ChatServer, str]]:
+        logs = []
+        for server, offset in self._log_offsets:
+            with server.log_path.open("rb") as log:
+                log.seek(offset)
+                logs.append((server, log.read().decode(errors="replace")))
+        return logs
+
+    def quit_all(self) -> None:
+        drivers, self.drivers = self.drivers, []
+        for driver in drivers:
+            driver.quit()
+
+
 def wait_until(
     driver: WebDriver, condition: Callable[[WebDriver], Any], describe: Callable[[], str]
 ) -> Any:
@@ -113,6 +146,10 @@ def wait_until(
 SOCKET_STATE_SCRIPT = "return typeof chatSocket === 'undefined' ? -1 : chatSocket.readyState;"
 SOCKET_OPEN = 1
 SOCKET_CLOSED = 3
+
+# Django's auth views (app/mysite/urls.py) and where the app's settings send you after them.
+LOGIN_PATH = "/accounts/login/"
+LOGGED_OUT_PATH = "/chat/"  # LOGOUT_REDIRECT_URL
 
 
 class PageWindow:
@@ -132,12 +169,23 @@ class PageWindow:
 class ChatWindow(PageWindow):
     """One browser window showing a chat room page (room.html)."""
 
-    def __init__(self, driver: WebDriver, handle: str, server: ChatServer, room: str) -> None:
+    def __init__(
+        self,
+        driver: WebDriver,
+        handle: str,
+        server: ChatServer,
+        room: str,
+        *,
+        host: str | None = None,
+    ) -> None:
         super().__init__(driver, handle, server)
         self.room = room
+        # The host name the page was loaded from (the browser keeps cookies per host name,
+        # so `localhost` and `127.0.0.1` are two logins); the server's own by default.
+        self.netloc = f"{host}:{server.port}" if host else server.netloc
 
     def __repr__(self) -> str:
-        return f"<window on {self.server.netloc} in room {self.room!r}>"
+        return f"<window on {self.netloc} in room {self.room!r}>"
 
     def wait_for_open_socket(self) -> None:
         """Wait until the room's WebSocket is open, that is the server accepted it and
@@ -200,7 +248,9 @@ class ChatWindow(PageWindow):
             log_long_enough,
             lambda: f"{self}: expected chat log {expected!r}, got {self.log()!r}",
         )
-        assert log == expected, f"{self}: chat log differs"
+        # browser.py is not a test module, so pytest does not rewrite this assert to show
+        # both sides: the message does.
+        assert log == expected, f"{self}: expected chat log {expected!r}, got {log!r}"
 
     def status(self) -> str:
         """What #chat-status tells the person about the connection."""
@@ -247,6 +297,48 @@ class ChatWindow(PageWindow):
         connecting, or refused: wait for the status)."""
         self.focus()
         self.driver.refresh()
+
+    def reload_room(self) -> None:
+        """Reload the page and wait until the new page's socket is open: a new handshake,
+        with whatever session cookie the browser holds now."""
+        self.focus()
+        self.driver.execute_script("window.beforeReload = true;")
+        self.driver.refresh()
+        wait_until(
+            self.driver,
+            lambda driver: driver.execute_script("return window.beforeReload !== true;"),
+            lambda: f"{self}: the page was not reloaded",
+        )
+        self.wait_for_open_socket()
+
+    def page_user(self) -> str | None:
+        """Whom the page says you are (``#chat-user``), or None when it says you are
+        anonymous (it shows ``#login-link`` instead)."""
+        self.focus()
+        named = self.driver.find_elements(By.ID, "chat-user")
+        if named:
+            return named[0].text
+        if self.driver.find_elements(By.ID, "login-link"):
+            return None
+        # Neither: not a room page as room.html writes it, which must not pass as anonymous.
+        raise AssertionError(
+            f"{self}: the page says neither who you are nor that you are anonymous"
+        )
+
+    def log_out(self) -> None:
+        """Click the page's Log out button and wait for the page Django sends you to
+        afterwards (LOGOUT_REDIRECT_URL, the index page)."""
+        self.focus()
+        self.driver.find_element(By.ID, "logout-submit").click()
+        wait_until(
+            self.driver,
+            lambda _: self.path() == LOGGED_OUT_PATH,
+            lambda: f"{self}: expected {LOGGED_OUT_PATH} after logging out, got {self.path()!r}",
+        )
+
+    def path(self) -> str:
+        self.focus()
+        return self.driver.execute_script("return window.location.pathname;")
 
     def script_flag(self, name: str) -> Any:
         """The value of ``window[name]`` in this page (None when unset)."""
@@ -322,6 +414,44 @@ class IndexWindow(PageWindow):
         # script, so a navigation the page started is over by the time this answers.
         self.focus()
         return self.driver.execute_script("return window[arguments[0]] === true;", name)
+
+
+def log_in_to_room(
+    driver: WebDriver,
+    server: ChatServer,
+    room: str,
+    username: str,
+    password: str,
+    *,
+    host: str | None = None,
+) -> ChatWindow:
+    """In the driver's current window, log in through the app's login form as a person
+    does (open it, type the name and password, click Log in), with ``next`` set to
+    ``room``'s page; return that page once its socket is open.
+
+    ``host`` is the host name to use instead of the server's address (``localhost`` for
+    ``127.0.0.1``, which the app's ALLOWED_HOSTS admits while DEBUG is on)."""
+    room_path = f"/chat/{room}/"
+    origin = f"http://{host}:{server.port}" if host else server.url
+    driver.get(f"{origin}{LOGIN_PATH}?next={room_path}")
+    driver.find_element(By.ID, "id_username").send_keys(username)
+    driver.find_element(By.ID, "id_password").send_keys(password)
+    driver.find_element(By.ID, "login-submit").click()
+    window = ChatWindow(driver, driver.current_window_handle, server, room, host=host)
+
+    def in_room(_: WebDriver) -> bool:
+        # A refused login stays on the form and says so: fail with that, not a timeout.
+        if errors := driver.find_elements(By.ID, "login-error"):
+            raise AssertionError(f"logging in as {username!r} failed: {errors[0].text!r}")
+        return window.path() == room_path
+
+    wait_until(
+        driver,
+        in_room,
+        lambda: f"logging in as {username!r}: expected {room_path}, got {window.path()!r}",
+    )
+    window.wait_for_open_socket()
+    return window
 
 
 class WindowPool:

@@ -21,6 +21,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from e2e.browser import (
     Browser,
     HeadlessChromium,
+    Profiles,
     UniqueRoom,
     WindowPool,
     chromium_paths,
@@ -121,6 +122,30 @@ def browser(
             print(f"\nbrowser screenshots, console and server logs: {folder}")
     finally:
         browser.close_windows()
+
+
+@pytest.fixture
+def profiles(
+    request: pytest.FixtureRequest,
+    headless_chromium: HeadlessChromium,
+    failure_artifacts: FailureArtifacts,
+) -> Iterator[Profiles]:
+    """Browsers of this test's own, quit when it ends; if it failed, each one's windows
+    and console are saved first, in profile-N/ of the test's artifact folder (the watched
+    servers' logs in profile-1/), and the folder's path is printed."""
+    profiles = Profiles(headless_chromium)
+    try:
+        yield profiles
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            server_logs = profiles.logs_during_test()
+            for number, driver in enumerate(profiles.drivers, start=1):
+                FailureArtifacts(failure_artifacts.directory / f"profile-{number}").save(
+                    driver, driver.window_handles, server_logs if number == 1 else []
+                )
+            print(f"\nbrowser screenshots, console and server logs: {failure_artifacts.directory}")
+    finally:
+        profiles.quit_all()
 
 
 @pytest.fixture
