@@ -66,7 +66,7 @@ class HttpBrowser:
             raise NoAnswer(f"{method} {path}: {type(error).__name__}: {error}") from None
         finally:
             connection.close()
-        cookies = {}
+        cookies: dict[str, str] = {}
         for header in answer.headers.get_all("Set-Cookie") or []:
             cookies |= {name: morsel.value for name, morsel in SimpleCookie(header).items()}
         return HttpResponse(answer.status, cookies, text)

@@ -88,6 +88,13 @@ async def application(settings, layer, backend, consumer, django_db_blocker):
 
 
 @pytest.fixture
+def alice_cookie(django_user_model, client):
+    """The Cookie header of a logged-in user, alice: her session in the test database."""
+    client.force_login(django_user_model.objects.create_user("alice"))
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+@pytest.fixture
 def chat_warnings(caplog):
     """WARNING records of the chat logger (it does not propagate to the root logger)."""
     chat_logger = logging.getLogger("chat")
@@ -101,8 +108,9 @@ def unique_room(label: str = "room") -> str:
     return f"{label}_{uuid.uuid4().hex[:12]}"
 
 
-async def join(application, room: str, origin=SAME_ORIGIN) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(application, f"/ws/chat/{room}/", headers=[origin])
+async def join(application, room: str, origin=SAME_ORIGIN, cookie=None) -> WebsocketCommunicator:
+    headers = [origin] if cookie is None else [origin, cookie]
+    communicator = WebsocketCommunicator(application, f"/ws/chat/{room}/", headers=headers)
     connected, _ = await communicator.connect(timeout=RECEIVE_TIMEOUT)
     assert connected, f"handshake to room {room!r} was refused"
     return communicator
@@ -150,6 +158,25 @@ async def test_messages_arrive_in_the_order_sent(application):
         received = [(await receive(member))["message"] for _ in range(5)]
         assert received == [f"message {number}" for number in range(5)]
     await leave(sender, listener)
+
+
+# Committed (transaction=True): the consumer reads the session from another thread.
+@pytest.mark.django_db(transaction=True)
+async def test_a_logged_in_senders_message_names_the_sender(application, alice_cookie):
+    """Not in the tutorial: every member sees who wrote a logged-in sender's message; an
+    anonymous sender's frame stays the tutorial's, byte for byte."""
+    room = unique_room()
+    alice = await join(application, room, cookie=alice_cookie)
+    anonymous = await join(application, room)
+
+    await post(alice, "hello")
+    for communicator in (alice, anonymous):
+        assert await receive(communicator) == {"message": "hello", "user": "alice"}
+    await post(anonymous, "hi")
+    for communicator in (alice, anonymous):
+        frame = await communicator.receive_from(timeout=RECEIVE_TIMEOUT)
+        assert frame == '{"message": "hi"}'
+    await leave(alice, anonymous)
 
 
 @pytest.mark.compat

@@ -150,7 +150,7 @@ try:
     CHANNEL_LAYERS = environment.channel_layers(os.environ)
     CHAT_CONSUMER = environment.chat_consumer(os.environ)
     CHAT_MAX_MESSAGE_CHARS = environment.max_message_chars(os.environ)
-    CHAT_DATABASE = environment.database_path(os.environ, DATABASES["default"]["NAME"])
+    CHAT_DATABASE = environment.database_path(os.environ, BASE_DIR / "db.sqlite3")
 except environment.ConfigurationError as error:
     sys.exit(f"mysite.settings: {error}")
 
