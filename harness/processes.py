@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -110,6 +111,32 @@ def last_line(log: Path) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
+# Open files a process the harness starts may hold: a socket each, and the socket search
+# (`capacity --scenario idle --vary users`) aims past 20,000 sockets on one server.
+OPEN_FILES_WANTED = 262_144
+
+
+def raise_open_files_limit(wanted: int = OPEN_FILES_WANTED) -> int:
+    """Raise this process's open-files limit (which the processes it starts inherit) to
+    ``wanted`` where the system allows: the soft limit up to the hard one, and as root the
+    hard one too, up to the kernel's fs.nr_open. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if os.geteuid() == 0:
+        try:
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            ceiling = hard
+        target = min(wanted, max(ceiling, hard))
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(target, hard)))
+            return target
+    target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
+    if target > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def launch(
     command: list[str],
     *,
@@ -121,7 +148,9 @@ def launch(
 ) -> subprocess.Popen:
     """Start a process with its output in ``log_path`` (appended to, or written afresh with
     ``fresh_log``), in a session of its own (so that ``stop_process`` and
-    ``kill_process_group`` find everything it starts), as ``user`` if given."""
+    ``kill_process_group`` find everything it starts), as ``user`` if given, allowed as
+    many open files as the system lets it have (``raise_open_files_limit``)."""
+    raise_open_files_limit()
     with log_path.open("wb" if fresh_log else "ab") as log:
         return subprocess.Popen(
             command,

@@ -282,6 +282,15 @@ def capacity_entry(
         # before logins existed had anonymous users, and replay reads a missing login so.
         "login": base.login,
     }
+    if base.scenario == "idle":
+        # The socket search: how many open sockets held, what one costs, how fast they came.
+        entry |= {
+            "sockets": held["connects"] if held else None,
+            "connect_ms": dict(held["connect_ms"]) if held else None,
+            "server_kb_per_socket": held.get("server_kb_per_socket") if held else None,
+            "client_kb_per_socket": held.get("client_kb_per_socket") if held else None,
+            "deflate_sockets": held.get("deflate_sockets") if held else None,
+        }
     return entry
 
 
@@ -316,6 +325,13 @@ def behaviour(record: Mapping[str, Any]) -> str:
     p99 = record["latency_ms"]["p99"]
     if p99 is not None:
         parts.append(f"p99 {p99:,.0f} ms")
+    if record.get("connects", record["users"]) < record["users"]:
+        parts.append(f"{record['connects']:,} of {record['users']:,} sockets connected")
+    connect_p99 = record.get("connect_ms", {}).get("p99")
+    if "handshake" in record.get("broke", ()) and connect_p99 is not None:
+        parts.append(f"handshake p99 {connect_p99:,.0f} ms")
+    if "memory" in record.get("broke", ()) and record.get("server_rss_mb") is not None:
+        parts.append(f"server memory {record['server_rss_mb']:,.0f} MB")
     if record["client_saturated"]:
         parts.append("the load generator saturated")
     return "; ".join(parts)

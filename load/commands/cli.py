@@ -187,6 +187,20 @@ def _stack_options(sub: argparse.ArgumentParser, *, several_servers: bool) -> No
     )
 
 
+def objective_text(objective: Objective) -> str:
+    """``p99 ≤ 100 ms, no loss, no errors`` and the socket search's limits when set."""
+    parts = [f"p99 ≤ {objective.p99_ms:g} ms", "no loss", "no errors"]
+    if objective.connect_p99_ms is not None:
+        parts.append(f"handshake p99 ≤ {objective.connect_p99_ms:g} ms")
+    if objective.max_server_mb is not None:
+        parts.append(f"server memory ≤ {objective.max_server_mb:g} MB")
+    return ", ".join(parts)
+
+
+# The socket search's handshake objective: a page that takes a second to connect is broken.
+IDLE_CONNECT_P99_MS = 1000.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m load",
@@ -301,6 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="rate",
         help="rate: raise messages per user per second, room shape fixed; users: raise "
         "sockets (whole rooms of the same size) at a fixed rate (default rate)",
+    )
+    capacity.add_argument(
+        "--slo-connect-p99-ms",
+        type=positive_float,
+        default=None,
+        metavar="MS",
+        help="also break the objective when the handshake p99 passes this (default: not for "
+        f"rate searches; {IDLE_CONNECT_P99_MS:g} for the socket search, --scenario idle)",
+    )
+    capacity.add_argument(
+        "--max-server-mb",
+        type=positive_float,
+        default=None,
+        metavar="MB",
+        help="also break the objective when the chat servers' memory (RSS) passes this "
+        "(default: no limit)",
     )
     capacity.add_argument(
         "--repeat",
@@ -565,10 +595,11 @@ def fault_status(runs: Sequence[dict[str, Any]]) -> int:
 
 
 def command_capacity(args: argparse.Namespace) -> int:
-    if args.scenario == "idle":
+    if args.scenario == "idle" and args.vary != "users":
         raise BadInput(
-            "--scenario idle sends nothing, so it has no delivery capacity: search with "
-            "fanout, isolation or churn (`bench --scenario idle` measures memory per socket)"
+            "--scenario idle sends nothing, so it has no delivery capacity: search how many "
+            "sockets a server holds with --vary users, or search with fanout, isolation or "
+            "churn"
         )
     baseline = None
     if args.baseline is not None:
@@ -579,7 +610,12 @@ def command_capacity(args: argparse.Namespace) -> int:
     stacks = stacks_of(args, say)
     plan = base_plan(args, ["ws://127.0.0.1:1"])
     settings = SearchSettings(
-        Objective(p99_ms=args.slo_p99_ms),
+        Objective(
+            p99_ms=args.slo_p99_ms,
+            connect_p99_ms=args.slo_connect_p99_ms
+            or (IDLE_CONNECT_P99_MS if args.scenario == "idle" else None),
+            max_server_mb=args.max_server_mb,
+        ),
         vary=args.vary,
         ramp_steps=args.ramp_steps,
         max_steps=args.max_steps,
@@ -607,10 +643,7 @@ def command_capacity(args: argparse.Namespace) -> int:
     for number in range(1, args.repeat + 1):
         for stack in stacks:
             label = stack.label + (f"-{number}" if args.repeat > 1 else "")
-            say(
-                f"{label}: searching ({args.vary}, objective p99 ≤ {args.slo_p99_ms:g} ms, "
-                "no loss, no errors)"
-            )
+            say(f"{label}: searching ({args.vary}, objective {objective_text(settings.objective)})")
             _records, entry = search_stack(
                 stack,
                 plan,

@@ -134,6 +134,8 @@ class Plan:
     fault: Fault | None = None  # injected by `bench` (load/commands/inject.py)
     login: str = "none"  # none, http or sessions (load/core/logins.py)
     accounts: str = ""  # the accounts file logged-in users read (load/core/logins.py)
+    connect_rate: float = SPAWN_RATE  # users connecting per second (Locust's spawn rate)
+    deflate: bool = False  # the client offers permessage-deflate, as browsers do
 
     @property
     def users(self) -> int:
@@ -149,7 +151,7 @@ class Plan:
 
     @property
     def spawn_rate(self) -> float:
-        return min(float(self.users), SPAWN_RATE)
+        return min(float(self.users), self.connect_rate)
 
     @property
     def send_s(self) -> float:
@@ -192,6 +194,8 @@ class Plan:
             fault=self.fault,
             login=self.login,
             accounts=self.accounts,
+            connect_rate=self.connect_rate,
+            deflate=self.deflate,
         )
 
     def with_targets(self, targets: Sequence[str]) -> Plan:
@@ -230,6 +234,8 @@ def build_plan(
     fault: Fault | None = None,
     login: str = "none",
     accounts: str = "",
+    connect_rate: float = SPAWN_RATE,
+    deflate: bool = False,
 ) -> Plan:
     """A plan whose connect time fits its users (churn connects while it sends) and, with
     ``login="http"``, their logins."""
@@ -253,7 +259,7 @@ def build_plan(
             raise ValueError(f"--fault needs users that stay (fanout or isolation), not {scenario}")
     if login not in LOGINS:
         raise ValueError(f"unknown --login {login!r}: use one of {', '.join(LOGINS)}")
-    spawn_rate = min(float(shape.users), SPAWN_RATE)
+    spawn_rate = min(float(shape.users), connect_rate)
     connect_s = 0.0 if scenario == "churn" else round(shape.users / spawn_rate + CONNECT_SLACK_S, 2)
     if login == "http" and scenario != "churn":
         connect_s = round(connect_s + shape.users * HTTP_LOGIN_S, 2)
@@ -272,6 +278,8 @@ def build_plan(
         fault=fault,
         login=login,
         accounts=accounts,
+        connect_rate=connect_rate,
+        deflate=deflate,
     )
 
 
@@ -342,6 +350,12 @@ def login_mode(text: str) -> str:
             f"invalid choice: {text!r} (choose from {', '.join(LOGINS)})"
         )
     return text
+
+
+def on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from on, off)")
+    return text == "on"
 
 
 def share(text: str) -> float:
@@ -514,6 +528,27 @@ OPTIONS: tuple[Option, ...] = (
         cli=False,
     ),
     Option(
+        "--connect-rate",
+        positive_float,
+        "users connecting per second (default %(default)s: Daphne's listen backlog of 50 "
+        "overflows into 1 s SYN retries much faster; raise it for tens of thousands of "
+        "sockets on a server with a longer backlog)",
+        read=lambda plan: plan.connect_rate,
+        default=SPAWN_RATE,
+        metavar="PER_S",
+        format=repr,
+    ),
+    Option(
+        "--deflate",
+        on_off,
+        "on: the client offers permessage-deflate in its handshake, as browsers do, and "
+        "the server decides (the record counts the sockets that negotiated it); off: it "
+        "offers nothing, as before (default off)",
+        read=lambda plan: "on" if plan.deflate else "off",
+        default=False,
+        metavar="on|off",
+    ),
+    Option(
         "--processes",
         positive_int,
         "Locust load processes on this machine (>1: a master and N workers; counts "
@@ -666,6 +701,8 @@ def plan_from_options(options: Any, *, users: int, targets: Sequence[str] | None
         fault=fault,
         login=values["login"],
         accounts=values["accounts"],
+        connect_rate=values["connect_rate"],
+        deflate=values["deflate"],
     )
     if values["connect"]:
         plan = replace(plan, connect_s=values["connect"])

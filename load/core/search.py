@@ -51,6 +51,8 @@ LIMITS = (
     "misattributed",
     "errors",
     "loss",
+    "memory",
+    "handshake",
     "latency",
 )
 # A search that never saw a failing step says so with this.
@@ -120,9 +122,18 @@ class Objective:
     p99_ms: float = 100.0
     loss: int = 0
     errors: int = 0
+    # The socket search's limits (None: not part of the objective): handshake p99, and the
+    # chat servers' peak memory.
+    connect_p99_ms: float | None = None
+    max_server_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"p99_ms": self.p99_ms, "loss": self.loss, "errors": self.errors}
+        limits = {"p99_ms": self.p99_ms, "loss": self.loss, "errors": self.errors}
+        if self.connect_p99_ms is not None:
+            limits["connect_p99_ms"] = self.connect_p99_ms
+        if self.max_server_mb is not None:
+            limits["max_server_mb"] = self.max_server_mb
+        return limits
 
     def broken(self, run: Mapping[str, Any]) -> list[str]:
         """Every limit ``run`` broke, the one that broke first in time first.
@@ -149,6 +160,13 @@ class Objective:
         p99 = run["latency_ms"]["p99"]
         if (p99 is None and run["expected"]) or (p99 is not None and p99 > self.p99_ms):
             broke.append("latency")
+        if self.connect_p99_ms is not None:
+            connect_p99 = run["connect_ms"]["p99"]
+            if connect_p99 is None or connect_p99 > self.connect_p99_ms:
+                broke.append("handshake")
+        rss = run.get("server_rss_mb")
+        if self.max_server_mb is not None and rss is not None and rss > self.max_server_mb:
+            broke.append("memory")
         onset = self._onsets(run.get("timeline") or [])
         return sorted(broke, key=lambda limit: (onset.get(limit, math.inf), LIMITS.index(limit)))
 

@@ -299,6 +299,7 @@ COUNTERS = (
     "misattributed",  # receipt whose user is not the sender's (any copy, any room)
     "foreign",  # well-formed chat messages that are not this harness's (someone else typing)
     "connects",  # completed handshakes
+    "deflate_sockets",  # handshakes that negotiated permessage-deflate (--deflate on)
     "sessions_closed_cleanly",  # our close frame answered by the server's close frame
 )
 
@@ -318,7 +319,7 @@ class Tally:
     sends: list[tuple[str, int]] = field(default_factory=list)
     # (room, join_ns, firm_until_ns, end_ns) of every socket that completed its handshake
     memberships: list[Membership] = field(default_factory=list)
-    # per process: {"cpu_s": .., "wall_s": ..}
+    # per process: {"cpu_s", "wall_s", "rss_before_mb", "rss_open_mb", "sockets_open"}
     processes: list[dict[str, float]] = field(default_factory=list)
     # FastLedger's first deliveries not yet in ``latency`` and ``timeline`` (never shipped)
     deliveries: DeliveryLog = field(default_factory=lambda: DeliveryLog(), repr=False,
@@ -820,6 +821,10 @@ def summarize(tally: Tally) -> dict[str, Any]:
     cpu_s = sum(p["cpu_s"] for p in tally.processes)
     shares = [p["cpu_s"] / p["wall_s"] for p in tally.processes if p["wall_s"] > 0]
     lag = tally.loop_lag.percentiles_ms(("p50", "p95", "p99", "max"))
+    # What the load generator pays per open socket (older tallies lack the fields).
+    grown_mb = sum(p["rss_open_mb"] - p["rss_before_mb"] for p in tally.processes
+                   if "rss_open_mb" in p)  # fmt: skip
+    sockets_open = sum(p.get("sockets_open", 0) for p in tally.processes)
     reasons = []
     if shares and max(shares) > SATURATED_CPU_SHARE:
         reasons.append(f"a client process used {max(shares):.0%} of a CPU")
@@ -855,6 +860,8 @@ def summarize(tally: Tally) -> dict[str, Any]:
         "ambiguous": counters["delivered_in_doubt"] + outside,
         "foreign": counters["foreign"],
         "connects": counters["connects"],
+        "deflate_sockets": counters["deflate_sockets"],
+        "client_kb_per_socket": round(grown_mb * 1024 / sockets_open, 1) if sockets_open else None,
         "latency_samples": tally.latency.count,
         "client_processes": len(tally.processes),
         "client_cpu_share_max": round(max(shares), 3) if shares else None,

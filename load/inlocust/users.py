@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import psutil
 from gevent.event import Event
 from locust import User, task
 from locust.exception import StopUser
@@ -82,6 +83,10 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
 class LoadProcess:
     """This process's share of the current test (reset at each test start)."""
 
@@ -99,6 +104,11 @@ class LoadProcess:
         # (CPU seconds, monotonic time) at the measured window's start and end (the monitor)
         self.cpu_from: tuple[float, float] | None = None
         self.cpu_until: tuple[float, float] | None = None
+        # This process's memory before its users connect, and at the window's end with
+        # every socket open: what the load generator pays per socket.
+        self.rss_before_mb = _rss_mb()
+        self.rss_open_mb: float | None = None
+        self.sockets_open = 0  # open at the window's end, when rss_open_mb is read
         self.token = f"p{os.getpid():x}{secrets.token_hex(2)}"
         # Whom users log in as (--login, --accounts); None: anonymous users.
         self.accounts: LoadAccounts | None = (
@@ -194,10 +204,11 @@ class ChatUser(User):
             raise StopUser()
         worker_index = max(getattr(self.environment.runner, "worker_index", 0), 0)
         user_index = process.user_index(worker_index)
-        if not self.log_in(user_index):
-            raise StopUser()  # counted: its sockets are missing from the run (not offered)
+        # Running from here: a user still logging in when the run reports is counted.
         process.users_running += 1
         try:
+            if not self.log_in(user_index):
+                return  # counted: its sockets are missing from the run (not offered)
             if process.plan.scenario == "churn":
                 self.churn(user_index)
             else:
@@ -382,7 +393,10 @@ class ChatUser(User):
         started = time.perf_counter()
         try:
             connection = Connection.open(
-                session.target, f"/ws/chat/{session.room}/", cookie=self.cookie
+                session.target,
+                f"/ws/chat/{session.room}/",
+                cookie=self.cookie,
+                deflate=PROCESS.plan is not None and PROCESS.plan.deflate,
             )
         except WireError as error:
             tally.error(error.kind, PROCESS.clock.time_ns())
@@ -391,6 +405,8 @@ class ChatUser(User):
         connect_ms = (time.perf_counter() - started) * 1000
         tally.connect.add(connect_ms * 1000)
         tally.counters["connects"] += 1
+        if connection.deflate:
+            tally.counters["deflate_sockets"] += 1
         _fire(self.environment, "connect", connect_ms)
         return connection
 
@@ -553,6 +569,8 @@ def _monitor(process: LoadProcess) -> None:
             process.cpu_from = (_cpu_seconds(), time.monotonic())
         if process.cpu_until is None and now_ns >= window.until_ns:
             process.cpu_until = (_cpu_seconds(), time.monotonic())
+            process.rss_open_mb = _rss_mb()
+            process.sockets_open = len(process.live)
         if now_ns >= window.until_ns and process.everything_arrived():
             process.drained.set()
         if window.second(now_ns) >= next_second:
@@ -587,7 +605,13 @@ def _send_result(environment: Any, process: LoadProcess) -> None:
     cpu_from = process.cpu_from or (_cpu_seconds(), time.monotonic())
     cpu_until = process.cpu_until or (_cpu_seconds(), time.monotonic())
     process.tally.processes.append(
-        {"cpu_s": cpu_until[0] - cpu_from[0], "wall_s": cpu_until[1] - cpu_from[1]}
+        {
+            "cpu_s": cpu_until[0] - cpu_from[0],
+            "wall_s": cpu_until[1] - cpu_from[1],
+            "rss_before_mb": round(process.rss_before_mb, 2),
+            "rss_open_mb": round(process.rss_open_mb or _rss_mb(), 2),
+            "sockets_open": process.sockets_open,
+        }
     )
     environment.runner.send_message(RESULT_MESSAGE, process.tally.to_dict())
 

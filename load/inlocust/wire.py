@@ -23,6 +23,7 @@ import hashlib
 import os
 import socket
 import struct
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -94,15 +95,51 @@ def encode_client_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     return header + key + mask_payload(payload, key)
 
 
+# What a client offers, as browsers do: permessage-deflate, any server window.
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.2: removed by the sender, put back here
+
+
+class Inflater:
+    """Decompresses one connection's permessage-deflate messages, keeping the server's
+    sliding window from message to message unless it said ``server_no_context_takeover``."""
+
+    __slots__ = ("fresh_each_message", "inflater")
+
+    def __init__(self, *, fresh_each_message: bool) -> None:
+        self.fresh_each_message = fresh_each_message
+        self.inflater = zlib.decompressobj(-15)
+
+    def __call__(self, payload: bytes) -> bytes:
+        message = self.inflater.decompress(payload + DEFLATE_TAIL)
+        if self.fresh_each_message:
+            self.inflater = zlib.decompressobj(-15)
+        return message
+
+
+def negotiated_inflater(extensions: str) -> Inflater | None:
+    """The Inflater for a handshake response's Sec-WebSocket-Extensions, or None when the
+    server did not accept permessage-deflate."""
+    for extension in extensions.split(","):
+        name, *params = (part.strip() for part in extension.split(";"))
+        if name == "permessage-deflate":
+            return Inflater(fresh_each_message="server_no_context_takeover" in params)
+    return None
+
+
 class FrameParser:
     """Splits a byte stream from the server into (opcode, payload) messages."""
 
-    __slots__ = ("buffer", "fragment_opcode", "fragments")
+    __slots__ = ("buffer", "fragment_compressed", "fragment_opcode", "fragments", "inflate")
 
-    def __init__(self, initial: bytes = b"") -> None:
+    def __init__(self, initial: bytes = b"", *, inflate: Inflater | None = None) -> None:
         self.buffer = bytearray(initial)
         self.fragments: list[bytes] = []
         self.fragment_opcode = 0
+        self.fragment_compressed = False
+        # permessage-deflate, when the handshake negotiated it: a message whose first
+        # frame has RSV1 set is compressed (RFC 7692).
+        self.inflate = inflate
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Add received bytes; return every complete message now available."""
@@ -142,12 +179,18 @@ class FrameParser:
             elif opcode == OP_CONT:
                 self.fragments.append(payload)
                 if final:
-                    messages.append((self.fragment_opcode, b"".join(self.fragments)))
+                    whole = b"".join(self.fragments)
+                    if self.fragment_compressed and self.inflate is not None:
+                        whole = self.inflate(whole)
+                    messages.append((self.fragment_opcode, whole))
                     self.fragments = []
             elif final:
+                if first & 0x40 and self.inflate is not None:
+                    payload = self.inflate(payload)
                 messages.append((opcode, payload))
             else:
                 self.fragment_opcode = opcode
+                self.fragment_compressed = bool(first & 0x40)
                 self.fragments = [payload]
         del buffer[:offset]
         return messages
@@ -156,9 +199,12 @@ class FrameParser:
 class Connection:
     """One client WebSocket: ``open`` does the handshake, ``receive_loop`` reads."""
 
-    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
+    def __init__(
+        self, sock: socket.socket, leftover: bytes, *, inflate: Inflater | None = None
+    ) -> None:
         self.sock = sock
-        self.parser = FrameParser(leftover)
+        self.parser = FrameParser(leftover, inflate=inflate)
+        self.deflate = inflate is not None  # the handshake negotiated permessage-deflate
         self.close_sent = False
         self.close_received = False
         # gevent's socket wraps a real, non-blocking one: writing to that directly costs
@@ -169,10 +215,17 @@ class Connection:
 
     @classmethod
     def open(
-        cls, target: str, path: str, *, cookie: str | None = None, timeout: float = 10.0
+        cls,
+        target: str,
+        path: str,
+        *,
+        cookie: str | None = None,
+        deflate: bool = False,
+        timeout: float = 10.0,
     ) -> Connection:
         """Connect to ``target`` (ws://HOST:PORT) and complete the handshake for ``path``,
-        sending ``cookie`` (a Cookie header's value: a logged-in user's session) if given.
+        sending ``cookie`` (a Cookie header's value: a logged-in user's session) if given,
+        and offering permessage-deflate with ``deflate``.
 
         The Origin header matches the host, as AllowedHostsOriginValidator requires.
         """
@@ -192,6 +245,7 @@ class Connection:
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
                 f"Sec-WebSocket-Version: 13\r\nOrigin: http://{netloc}\r\n"
                 + (f"Cookie: {cookie}\r\n" if cookie else "")
+                + (f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n" if deflate else "")
                 + "\r\n"
             ).encode()
             sock.sendall(request)
@@ -225,7 +279,11 @@ class Connection:
         except OSError as error:
             sock.close()
             raise WireError("handshake_failed", f"{target}{path}: {error}") from None
-        return cls(sock, leftover)
+        inflate = negotiated_inflater(headers.get("sec-websocket-extensions", ""))
+        if inflate is not None and not deflate:
+            sock.close()
+            raise WireError("handshake_failed", "the server chose an extension never offered")
+        return cls(sock, leftover, inflate=inflate)
 
     def send_payload(self, payload: bytes) -> None:
         """Send one text frame (the payload is already UTF-8); OSError if it cannot."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from load.core.faultkinds import KINDS
 from load.core.faults import failure as fault_failure
+from load.core.search import planned_connects
 from load.core.stats import RESULT_COUNTS, median_of_known
 
 Record = Mapping[str, Any]
@@ -129,6 +130,12 @@ def problems(run: Record) -> list[str]:
     failed_fault = fault_failure(run.get("fault"))
     if failed_fault:
         found.append(f"{failed_fault} (not a fault's result: left out of every median)")
+    # (The live page's partial result has no plan to compare with: scenario None.)
+    if run.get("scenario") and "connects" in run and run["connects"] < planned_connects(run):
+        found.append(
+            f"only {run['connects']} of {run['users']} users connected: the shape asked for "
+            "was not offered"
+        )
     if run["lost"]:
         found.append(f"{run['lost']} of {run['expected']} expected deliveries lost")
     if run.get("unconfirmed"):
@@ -254,7 +261,9 @@ def medians_table(rows: Sequence[Record]) -> str:
 def capacity_line(entry: Record) -> str:
     """One stack's capacity in a sentence."""
     name = _stack(entry)
-    if entry["deliveries_per_s"] is None:
+    if entry.get("scenario") == "idle":
+        held = _sockets_held(entry)
+    elif entry["deliveries_per_s"] is None:
         held = "held no step within the objective"
     else:
         held = (
@@ -262,16 +271,37 @@ def capacity_line(entry: Record) -> str:
             f"{entry['rooms']} rooms at {entry['rate_per_user']:g} msg/s each)"
         )
     past = entry.get("past_capacity")
-    after = (
-        f"; one step past it ({past['offered_deliveries_per_s']:,.0f} offered): {past['behaviour']}"
+    offered = (
+        f"{past['users']:,} sockets"
+        if entry.get("scenario") == "idle" and past
+        else f"{past['offered_deliveries_per_s']:,.0f} offered"
         if past
         else ""
     )
+    after = f"; one step past it ({offered}): {past['behaviour']}" if past else ""
     limit = {
         "client": "the load generator (a lower bound: the server may hold more)",
         "max": "nothing: the highest step asked for passed",
     }.get(entry["limited_by"], entry["limited_by"])
     return f"{name}: {held}, limited by {limit}{after}{busy_note(entry)}"
+
+
+def _sockets_held(entry: Record) -> str:
+    """The socket search's result in words."""
+    if entry.get("sockets") is None:
+        return "held no step within the objective"
+    connect = (entry.get("connect_ms") or {}).get("p99")
+    costs = [
+        f"handshake p99 {connect:,.0f} ms" if connect is not None else None,
+        _per_socket("server", entry.get("server_kb_per_socket")),
+        _per_socket("client", entry.get("client_kb_per_socket")),
+    ]
+    detail = ", ".join(part for part in costs if part)
+    return f"{entry['sockets']:,} open sockets" + (f" ({detail})" if detail else "")
+
+
+def _per_socket(side: str, kb: float | None) -> str | None:
+    return f"{side} {kb:,.1f} KB per socket" if kb is not None else None
 
 
 def busy_note(entry: Record) -> str:

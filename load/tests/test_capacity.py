@@ -92,6 +92,26 @@ def test_a_short_search_reports_every_step_and_fails_a_fallen_capacity(tmp_path:
     assert "<script" not in report
 
 
+def test_the_socket_search_raises_open_sockets_and_says_what_one_costs(tmp_path: Path) -> None:
+    """`--scenario idle --vary users`: rooms of 10 idle sockets, doubled each step; two steps
+    (20 then 40 sockets) hold on any machine, so the search ends at the top (``max``), with
+    the sockets held, the handshake p99 and the memory per socket on both sides."""
+    out = tmp_path / "out"
+    finished = run_load(
+        "capacity", "--layers", "inmemory", "--scenario", "idle", "--vary", "users",
+        "--users", "20", "--rooms", "2", "--ramp-steps", "2", "--settle", "0",
+        "--duration", "1", "--drain", "0.5", "--out", str(out), timeout=240,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    (entry,) = finished.summary(out)["capacity"]
+    assert entry["slo"] == {"p99_ms": 100.0, "loss": 0, "errors": 0, "connect_p99_ms": 1000.0}
+    assert entry["limited_by"] == ALL_PASSED, entry["past_capacity"]
+    assert (entry["sockets"], entry["users"], entry["rooms"]) == (40, 40, 4)
+    assert 0 < entry["connect_ms"]["p99"] <= 1000
+    assert entry["server_kb_per_socket"] is not None and entry["client_kb_per_socket"] > 0
+    assert "40 open sockets (handshake p99" in finished.stdout
+
+
 def test_the_gate_compares_each_stack_with_its_own_baseline() -> None:
     def entry(layer: str, servers: int, capacity: float | None) -> dict:
         return described(layer, servers, deliveries_per_s=capacity)

@@ -88,7 +88,10 @@ BASELINES = {
             ["capacity", "--users", "3", "--rooms", "5", "--layers", "inmemory"],
             "rooms would be empty",
         ),
-        (["capacity", "--scenario", "idle"], "--scenario idle sends nothing"),
+        (
+            ["capacity", "--scenario", "idle"],
+            "search how many sockets a server holds with --vary users",
+        ),
         (["bench", "--servers", "2", "--layers", "inmemory,redis"], "lives inside one process"),
         (["capacity", "--servers", "2", "--layers", "inmemory"], "lives inside one process"),
         (["capacity", "--baseline", "missing.json"], "cannot read the baseline"),

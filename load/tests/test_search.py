@@ -276,3 +276,24 @@ def test_the_most_severe_limit_comes_first_without_a_timeline() -> None:
         run(900, lost=3, errors=1, leaked=2, duplicated=1, connects=9, saturated=True)
     )
     assert broken == ["client", "not_offered", "leak", "duplicates", "errors", "loss", "latency"]
+
+
+def test_the_socket_search_breaks_on_a_slow_handshake_or_too_much_memory() -> None:
+    # What `capacity --scenario idle --vary users` holds a step to, beside the rest.
+    idle: dict[str, Any] = {"scenario": "idle", "rate_per_user": 0.0, "sent": 0, "expected": 0}
+    sockets = Objective(connect_p99_ms=1000, max_server_mb=500)
+    assert sockets.broken(run(None, connect_ms={"p99": 999.0}, server_rss_mb=499.0, **idle)) == []
+    slow = run(None, connect_ms={"p99": 1000.5}, server_rss_mb=100.0, **idle)
+    assert sockets.broken(slow) == ["handshake"]
+    big = run(None, connect_ms={"p99": 20.0}, server_rss_mb=501.0, **idle)
+    assert sockets.broken(big) == ["memory"]
+    # No handshake at all is no pass; a socket search that lost users is not offered.
+    assert sockets.broken(run(None, connect_ms={"p99": None}, **idle)) == ["handshake"]
+    assert sockets.broken(
+        run(None, connect_ms={"p99": 5.0}, server_rss_mb=1.0, **{**idle, "connects": 9})
+    ) == ["not_offered"]
+    # A rate search leaves both alone, and its objective's record is the same as before.
+    assert Objective().broken(run(10.0, connect_ms={"p99": 9e9}, server_rss_mb=9e9)) == []
+    assert Objective().to_dict() == {"p99_ms": 100.0, "loss": 0, "errors": 0}
+    assert sockets.to_dict()["connect_p99_ms"] == 1000 and sockets.to_dict()["max_server_mb"] == 500
+    assert Objective(**sockets.to_dict()) == sockets  # what replay rebuilds it from
