@@ -7,11 +7,14 @@ nox -s heavy          the tests that measure load for minutes (left out of tests
 nox -s bench          the main job: capacity of each layer, with charts
 nox -s capacity -- ... python -m load capacity ...
 nox -s serve -- ...   the chat on http://127.0.0.1:8000 (python services.py serve ...)
-nox -s lint           ruff and mypy
+nox -s lint           ruff, mypy and pip-audit
 nox -s compat         the version matrix (opt-in, slow)
+nox -s identity       the identity cells: channels 3.0.2's session leak and 3.0.3 (opt-in)
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -94,14 +97,45 @@ def serve(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, and mypy (its files and settings: [tool.mypy] in
-    pyproject.toml). mypy follows the imports into Django, channels, Locust and the rest,
-    so the project is installed with its test dependencies; the lint extra brings ruff and
-    mypy."""
+    """ruff check, ruff format --check, mypy (its files and settings: [tool.mypy] in
+    pyproject.toml), and pip-audit. mypy follows the imports into Django, channels, Locust
+    and the rest, so the project is installed with its test dependencies; the lint extra
+    brings ruff, mypy and pip-audit. pip-audit then checks that environment against PyPI's
+    vulnerability database, so a dependency with a known vulnerability fails the session."""
     session.install("-e", ".[test,lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    audit_environment(session)
+
+
+def audit_environment(session: nox.Session) -> None:
+    """pip-audit over every package installed in the session, exactly as installed.
+
+    What is audited is `pip freeze --exclude-editable`: every distribution of the
+    environment at its installed version, less the editable project itself (not on PyPI).
+    pip freeze also leaves out pip, setuptools and wheel: they are the virtualenv's own
+    installers, whatever version the Python that nox found bundles, not dependencies of
+    the project. `--strict` fails the session when a package cannot be audited (not found
+    on PyPI, the service unreachable): without it, a run that reached no advisory at all
+    would say "No known vulnerabilities found". No advisory is ignored; to accept one, add
+    `--ignore-vuln ID` below with the reason beside it (docs/guide.md).
+    """
+    frozen = session.run(
+        "python", "-m", "pip", "freeze", "--exclude-editable", silent=True, log=False
+    )
+    requirements = Path(session.create_tmp()) / "audited-environment.txt"
+    requirements.write_text(str(frozen))
+    session.run(
+        "pip-audit",
+        "--strict",
+        "--no-deps",
+        "--disable-pip",
+        "--progress-spinner",
+        "off",
+        "--requirement",
+        str(requirements),
+    )
 
 
 @nox.session(default=False)
@@ -118,3 +152,16 @@ def compat(session: nox.Session) -> None:
     # and, through the app's environment module, Django; the cells install the rest.
     session.install("uv>=0.5", "psutil>=5.9", "Django>=4.2,<6.0")
     session.run("python", "-m", "compat", *session.posargs)
+
+
+@nox.session(default=False)
+def identity(session: nox.Session) -> None:
+    """The identity cells (opt-in): channels 3.0.2, which has CVE-2020-35681, and 3.0.3,
+    each with Django 3.2.25 and Daphne 3.0.2 in a virtualenv of its own (cached in
+    .nox/identity-cells/), serving the router without an "http" key to 16 logged-in users
+    at once. 3.0.2 must leak (a strict expected failure), 3.0.3 must not; about 4 minutes.
+    Arguments go to pytest (`-- -k burst`); see compat/README.md, "Identity cells"."""
+    install_project(session)
+    session.run(
+        "pytest", "--identity", "-m", "identity", "compat/test_identity.py", *session.posargs
+    )

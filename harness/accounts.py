@@ -73,17 +73,26 @@ class Accounts:
 
 
 def make_accounts(
-    directory: Path, *, users: int, sessions: bool = False, timeout: float = MAKE_TIMEOUT_S
+    directory: Path,
+    *,
+    users: int,
+    sessions: bool = False,
+    timeout: float = MAKE_TIMEOUT_S,
+    python: str | None = None,
 ) -> Accounts:
     """Migrate a new database in ``directory`` and make ``users`` users in it (and a
-    session each, with ``sessions``)."""
+    session each, with ``sessions``).
+
+    ``python`` is the interpreter that does it (default: this one). A server of another
+    virtualenv (a compat cell with an older Django) gets a database migrated and passwords
+    hashed by its own Django that way; that interpreter needs Django and psutil."""
     if users < 0:
         raise ServiceError(f"users must be 0 or more, got {users}")
     directory.mkdir(parents=True, exist_ok=True)
     database = directory / DATABASE_FILE
     if database.exists():
         raise ServiceError(f"{database} exists already: give make_accounts a folder of its own")
-    command = [sys.executable, "-m", "harness.accounts", str(database), str(users)]
+    command = [python or sys.executable, "-m", "harness.accounts", str(database), str(users)]
     if sessions:
         command.append("--sessions")
     env = {
