@@ -14,6 +14,8 @@ nox -s identity       the identity cells: channels 3.0.2's session leak and 3.0.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import nox
@@ -112,30 +114,57 @@ def lint(session: nox.Session) -> None:
 def audit_environment(session: nox.Session) -> None:
     """pip-audit over every package installed in the session, exactly as installed.
 
-    What is audited is `pip freeze --exclude-editable`: every distribution of the
-    environment at its installed version, less the editable project itself (not on PyPI).
-    pip freeze also leaves out pip, setuptools and wheel: they are the virtualenv's own
-    installers, whatever version the Python that nox found bundles, not dependencies of
-    the project. `--strict` fails the session when a package cannot be audited (not found
-    on PyPI, the service unreachable): without it, a run that reached no advisory at all
-    would say "No known vulnerabilities found". No advisory is ignored; to accept one, add
-    `--ignore-vuln ID` below with the reason beside it (docs/guide.md).
+    What is audited is `pip freeze --all --exclude-editable`: every distribution of the
+    environment at its installed version (pip and setuptools too, upgraded first: the
+    versions a venv bundles carry known advisories), less the editable project itself,
+    which is not on PyPI. A package with a known vulnerability fails the session. A package
+    pip-audit could not check (PyPI's per-version JSON not served, the service unreachable)
+    is no pass: the session names how many and why, and fails under CI (as a missing
+    dependency does); elsewhere it warns that no audit was done. No advisory is ignored; to
+    accept one, add `--ignore-vuln ID` below with the reason beside it (docs/guide.md).
     """
+    session.install("--upgrade", "pip", "setuptools")
     frozen = session.run(
-        "python", "-m", "pip", "freeze", "--exclude-editable", silent=True, log=False
+        "python", "-m", "pip", "freeze", "--all", "--exclude-editable", silent=True, log=False
     )
-    requirements = Path(session.create_tmp()) / "audited-environment.txt"
+    tmp = Path(session.create_tmp())
+    requirements = tmp / "audited-environment.txt"
     requirements.write_text(str(frozen))
+    report = tmp / "audit.json"
     session.run(
         "pip-audit",
-        "--strict",
         "--no-deps",
         "--disable-pip",
         "--progress-spinner",
         "off",
+        "--format",
+        "json",
+        "--output",
+        str(report),
         "--requirement",
         str(requirements),
+        success_codes=[0, 1],
     )
+    dependencies = json.loads(report.read_text())["dependencies"]
+    vulnerable = [
+        f"{d['name']} {d['version']}: {', '.join(v['id'] for v in d['vulns'])}"
+        for d in dependencies
+        if d.get("vulns")
+    ]
+    if vulnerable:
+        session.error("known vulnerabilities: " + "; ".join(vulnerable))
+    skipped = [d for d in dependencies if d.get("skip_reason")]
+    if skipped:
+        why = f"{skipped[0]['name']}: {skipped[0]['skip_reason']}"
+        message = (
+            f"pip-audit could not check {len(skipped)} of {len(dependencies)} packages "
+            f"(e.g. {why}): no audit was done for them"
+        )
+        if os.environ.get("CI"):
+            session.error(message)
+        session.warn(message)
+        return
+    session.log(f"pip-audit: {len(dependencies)} packages, no known vulnerabilities")
 
 
 @nox.session(default=False)

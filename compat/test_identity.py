@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-import harness.identity
 from compat.identity import (
     CELLS,
     COMMON_REQUIREMENTS,
@@ -78,16 +77,16 @@ def cell_venvs(request: pytest.FixtureRequest) -> Callable[[IdentityCell], CellV
     return get
 
 
-@pytest.fixture
-def every_problem_described(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An IdentityReport describes its first few problems only (harness.identity.EXAMPLES);
-    here it describes all of them, so that ``breakdown`` can tell a page or session of
-    another user (the leak) from an anonymous page or an unanswered request."""
-    monkeypatch.setattr(harness.identity, "EXAMPLES", 1_000_000)
+# Every problem described, so that ``breakdown`` can tell a page or session of another user
+# (the leak) from an anonymous page or an unanswered request.
+EVERY_PROBLEM = 1_000_000
+# A server with the leak loses most concurrent logins (their answers go to another
+# connection), and then every page is an anonymous one. The staggered shape logs the users
+# in one by one first, so that its concurrent page loads can show another user's page.
+LOGINS_OF_SHAPE = {"burst": "together", "staggered": "one_by_one"}
 
 
 @pytest.mark.identity
-@pytest.mark.usefixtures("every_problem_described")
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("cell", list(cell_params()))
 def test_every_answer_reaches_its_own_user(
@@ -97,13 +96,21 @@ def test_every_answer_reaches_its_own_user(
     identity_runs: list[str],
     tmp_path: Path,
 ) -> None:
-    """16 users log in at once and load their room page 10 times each, from this
-    interpreter, against Daphne serving the router without an "http" key in the cell."""
+    """16 users log in (at once in the burst, one by one before the staggered pages) and
+    load their room page 10 times each, together, from this interpreter, against Daphne
+    serving the router without an "http" key in the cell."""
     venv = cell_venvs(cell)
     started = time.monotonic()
     accounts = make_accounts(tmp_path / "accounts", users=USERS, python=venv.python)
     with identity_server(venv.python, accounts, log_dir=tmp_path) as server:
-        report = check_identity(server.url, accounts, shape=shape, rounds=ROUNDS)
+        report = check_identity(
+            server.url,
+            accounts,
+            shape=shape,
+            rounds=ROUNDS,
+            logins=LOGINS_OF_SHAPE[shape],
+            examples=EVERY_PROBLEM,
+        )
         ensure_running(server)
     lines = run_lines(venv, report, time.monotonic() - started)
     identity_runs.extend(lines)

@@ -11,7 +11,9 @@ Each user has a cookie jar of its own (as separate browsers do) and one TCP conn
 request. It logs in over HTTP as a browser does (GET the form for the CSRF cookie and
 token, POST it, keep the ``sessionid`` cookie of the answer), then loads its room page
 ``rounds`` times. ``shape="burst"`` lines all users up before every request (a barrier),
-``"staggered"`` starts each request up to 20 ms after its turn, at random.
+``"staggered"`` starts each request up to 20 ms after its turn, at random. With
+``logins="one_by_one"`` the users log in one after another first, so that every page load
+of the concurrent part is a logged-in one even on a server that loses concurrent logins.
 
 What counts (every request is answered and right, or one of these):
 - ``wrong_user``: a page that names another user, or nobody.
@@ -20,7 +22,7 @@ What counts (every request is answered and right, or one of these):
   other request is in flight to be mixed up with.
 - ``unanswered``: no complete answer within ``timeout`` (or the connection failed).
 
-This is what CVE-2020-35681 did in channels 3.0.0 to 3.0.2 (compat/identity.py: a strict
+This is what CVE-2020-35681 did in channels 3.0.0 to 3.0.2 (compat/test_identity.py: a strict
 expected failure there); the current stack must show zero of each.
 """
 
@@ -40,6 +42,7 @@ from harness.login import SESSION_COOKIE, HttpBrowser, HttpResponse, NoAnswer
 __all__ = ["SHAPES", "IdentityReport", "check_identity", "page_user"]
 
 SHAPES = ("burst", "staggered")
+LOGINS = ("together", "one_by_one")
 STAGGER_S = 0.02  # a staggered request starts up to this long after its turn
 PAGE_USER = re.compile(r'id="chat-user">([^<]*)<')
 EXAMPLES = 5  # problems described in full; the rest are counted
@@ -57,6 +60,7 @@ class IdentityReport:
 
     shape: str
     users: int
+    max_examples: int = EXAMPLES
     requests: int = 0
     answered: int = 0
     wrong_user: int = 0
@@ -73,7 +77,7 @@ class IdentityReport:
     def count(self, kind: str, example: str) -> None:
         with self.lock:
             setattr(self, kind, getattr(self, kind) + 1)
-            if len(self.examples) < EXAMPLES:
+            if len(self.examples) < self.max_examples:
                 self.examples.append(f"{kind}: {example}")
 
     def describe(self) -> str:
@@ -93,12 +97,19 @@ class _CountedBrowser(HttpBrowser):
         self.report = report
         self.counted = True
 
-    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> HttpResponse:
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> HttpResponse:
         if not self.counted:
-            return super().request(method, path, form)
+            return super().request(method, path, form, timeout=timeout)
         with self.report.lock:
             self.report.requests += 1
-        response = super().request(method, path, form)
+        response = super().request(method, path, form, timeout=timeout)
         with self.report.lock:
             self.report.answered += 1
         return response
@@ -112,18 +123,27 @@ def check_identity(
     rounds: int = 10,
     room: str = "identity",
     timeout: float = 10.0,
+    login_timeout: float = 60.0,
+    logins: str = "together",
+    examples: int = EXAMPLES,
 ) -> IdentityReport:
-    """Log every user of ``accounts`` in at once, then load the room page ``rounds`` times
-    each; see the module's docstring for what is counted."""
+    """Log every user of ``accounts`` in (at once, or ``one_by_one`` first), then load the
+    room page ``rounds`` times each, together; see the module's docstring for what is
+    counted. ``timeout`` bounds each page load; ``login_timeout`` each request of a login,
+    whose POST waits for a password hash (about 0.3 s of CPU with Django 5.2), all users'
+    at once on the server's threads. ``examples``: how many problems ``describe`` spells
+    out."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
+    if logins not in LOGINS:
+        raise ValueError(f"unknown logins {logins!r}: use one of {', '.join(LOGINS)}")
     users = accounts.usernames
-    report = IdentityReport(shape, len(users))
+    report = IdentityReport(shape, len(users), max_examples=examples)
     if not users:
         return report
     # Bounded: a user stuck on a request is released after its timeout, the rest after
     # the barrier's.
-    barrier = threading.Barrier(len(users), timeout=3 * timeout)
+    barrier = threading.Barrier(len(users), timeout=3 * max(timeout, login_timeout))
     page = f"/chat/{room}/"
 
     def turn() -> None:
@@ -134,28 +154,39 @@ def check_identity(
         else:
             time.sleep(random.uniform(0, STAGGER_S))  # the load's shape, not a wait
 
-    def one_user(name: str) -> _CountedBrowser:
-        browser = _CountedBrowser(base_url, timeout, report)
+    browsers = {name: _CountedBrowser(base_url, timeout, report) for name in users}
 
-        def log_in() -> None:
-            if browser.log_in(name, accounts.password) is None:
-                report.count("foreign_session", f"{name}'s login set no session cookie")
+    def log_in(name: str) -> None:
+        if browsers[name].log_in(name, accounts.password, timeout=login_timeout) is None:
+            report.count("foreign_session", f"{name}'s login set no session cookie")
+
+    if logins == "one_by_one":
+        for name in users:
+            try:
+                log_in(name)
+            except NoAnswer as error:
+                report.count("unanswered", f"{name}: {error}")
+
+    def one_user(name: str) -> None:
+        browser = browsers[name]
 
         def load_page() -> None:
             seen = page_user(browser.request("GET", page).body)
             if seen != name:
                 report.count("wrong_user", f"{name}'s page named {seen or 'nobody'}")
 
-        for call in [log_in, *[load_page] * rounds]:
+        calls = [load_page] * rounds
+        if logins == "together":
+            calls.insert(0, lambda: log_in(name))
+        for call in calls:
             turn()
             try:
                 call()
             except NoAnswer as error:
                 report.count("unanswered", f"{name}: {error}")
-        return browser
 
     with ThreadPoolExecutor(max_workers=len(users)) as pool:
-        browsers = dict(zip(users, pool.map(one_user, users), strict=True))
+        list(pool.map(one_user, users))
     # Whose session did each login get? Asked one user at a time, when no other request
     # is in flight to be mixed up with; these requests are not in the counts.
     for name, browser in browsers.items():

@@ -48,8 +48,16 @@ class HttpBrowser:
     def cookie_header(self) -> str:
         return "; ".join(f"{name}={value}" for name, value in self.cookies.items())
 
-    def request(self, method: str, path: str, form: dict[str, str] | None = None) -> HttpResponse:
-        """One request with this browser's cookies; NoAnswer if none came back whole."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> HttpResponse:
+        """One request with this browser's cookies, within ``timeout`` (default: the
+        browser's); NoAnswer if no answer came back whole."""
         headers = {"Connection": "close"}
         if self.cookies:
             headers["Cookie"] = self.cookie_header()
@@ -57,7 +65,9 @@ class HttpBrowser:
         if form is not None:
             body = urlencode(form)
             headers |= {"Content-Type": "application/x-www-form-urlencoded", "Origin": self.origin}
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        connection = http.client.HTTPConnection(
+            self.host, self.port, timeout=timeout or self.timeout
+        )
         try:
             connection.request(method, path, body=body, headers=headers)
             answer = connection.getresponse()
@@ -71,9 +81,11 @@ class HttpBrowser:
             cookies |= {name: morsel.value for name, morsel in SimpleCookie(header).items()}
         return HttpResponse(answer.status, cookies, text)
 
-    def log_in(self, username: str, password: str) -> str | None:
-        """Log in through the form; the session key the answer set (None: refused)."""
-        form_page = self.request("GET", LOGIN_PATH)
+    def log_in(self, username: str, password: str, *, timeout: float | None = None) -> str | None:
+        """Log in through the form; the session key the answer set (None: refused).
+        ``timeout`` bounds each of its two requests (the POST waits for a password hash,
+        which queues behind other logins' on a busy server)."""
+        form_page = self.request("GET", LOGIN_PATH, timeout=timeout)
         self.cookies |= form_page.cookies
         token = CSRF_INPUT.search(form_page.body)
         form = {
@@ -81,6 +93,6 @@ class HttpBrowser:
             "username": username,
             "password": password,
         }
-        answer = self.request("POST", LOGIN_PATH, form)
+        answer = self.request("POST", LOGIN_PATH, form, timeout=timeout)
         self.cookies |= answer.cookies
         return answer.cookies.get(SESSION_COOKIE)
