@@ -1,7 +1,7 @@
-"""Logged-in load users: every delivery names its sender (``misattributed`` is 0) on both
-ASGI servers, whether the users logged in through the form over HTTP or came with
-sessions written in bulk; a consumer that names the wrong sender is caught (the positive
-control); the accounts file's mistakes are one clear line.
+"""Logged-in load users: every delivery names its sender (``misattributed`` is 0) on
+Daphne and Uvicorn (every ASGI server with --heavy), whether the users logged in through
+the form over HTTP or came with sessions written in bulk; a consumer that names the wrong
+sender is caught (the positive control); the accounts file's mistakes are one clear line.
 
 Every layer runs logged in too: test_scenarios.py's fanout runs log in with sessions, and
 app/mysite/test_environment.py checks a logged-in sender's frames on Uvicorn.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ASGI_SERVERS
+from harness.live import asgi_params
 from load.core.logins import read_accounts
 from load.tests.helpers import run_load
 from load.tests.test_scenarios import assert_clean, run_against
@@ -34,7 +34,7 @@ def logged_in_run(server_url: str, out: Path, accounts: Path, login: str, *args:
     return run
 
 
-@pytest.mark.parametrize("asgi", ASGI_SERVERS)
+@pytest.mark.parametrize("asgi", asgi_params())
 def test_users_who_log_in_through_the_form_are_named(asgi: str, live_chat, tmp_path: Path) -> None:
     (server,) = live_chat("inmemory", asgi=asgi)
     # A frame without a user counts too, so 0 also says that every frame named someone.
