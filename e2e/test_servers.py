@@ -3,6 +3,9 @@
 A deployment runs several server processes; the channel layer is what carries a room's
 messages between them. Every layer with a server of its own does (Redis, PostgreSQL,
 RabbitMQ, NATS); InMemory does not, by design.
+
+And the page in a real browser on each ASGI server added beside Daphne and Uvicorn
+(harness/tests/test_asgi_servers.py checks their contract with a WebSocket client).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from e2e.browser import Browser, UniqueRoom
-from harness import LAYERS
+from harness import ASGI_SERVERS, LAYERS
 from harness.live import LiveChat, layer_param
 
 pytestmark = pytest.mark.browser
@@ -62,3 +65,23 @@ def test_two_servers_on_the_inmemory_layer_do_not_share_a_room(
 
     on_first.type_message("posted through server 1 again")
     on_first.wait_for_log(["posted through server 1", "posted through server 1 again"])
+
+
+@pytest.mark.parametrize(
+    "asgi", [asgi for asgi in ASGI_SERVERS if asgi not in ("daphne", "uvicorn")]
+)
+def test_two_windows_in_one_room_on_each_asgi_server(
+    asgi: str, live_chat: LiveChat, browser: Browser, unique_room: UniqueRoom
+) -> None:
+    (server,) = live_chat("inmemory", asgi=asgi)
+    room = unique_room("room")
+    first = browser.open_room(server, room)
+    second = browser.open_room(server, room)
+
+    first.type_message(f"posted through {asgi}")
+    first.wait_for_log([f"posted through {asgi}"])
+    second.wait_for_log([f"posted through {asgi}"])
+
+    second.type_message("and back")
+    first.wait_for_log([f"posted through {asgi}", "and back"])
+    second.wait_for_log([f"posted through {asgi}", "and back"])

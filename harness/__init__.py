@@ -6,7 +6,9 @@ bounded, and stops at the end (also on SIGTERM). One module per idea:
 * ``processes``: launching, waiting for and stopping a process; free ports; signals.
 * ``backends``: the layers' servers (Redis, Sentinel, PostgreSQL, RabbitMQ, NATS) as
   throw-away processes, and ``layer_backend``: a layer's URL variable or such a server.
-* ``chat``: the chat as a Daphne or Uvicorn process (``ChatServer``), and ``serve``.
+* ``chat``: the chat as a process of one of six ways of serving it (``ASGI_SERVERS``:
+  Daphne, Uvicorn, Hypercorn, Granian, Gunicorn's ASGI worker, Gunicorn with Uvicorn's
+  worker) (``ChatServer``), and ``serve``.
 * ``accounts``: logged-in users in a throw-away database (``make_accounts``).
 * ``login``: logging in over HTTP as a browser does, standard library only (``HttpBrowser``).
 * ``identity``: whether each HTTP answer reaches its own user (``check_identity``).
@@ -36,9 +38,12 @@ from harness.backends import (
     service_of,
 )
 from harness.chat import (
+    ASGI,
     ASGI_SERVERS,
     CONSUMERS,
+    GUNICORN_SERVERS,
     UVICORN_WEBSOCKETS,
+    AsgiServer,
     ChatServer,
     chat_environment,
     chat_servers,
@@ -68,9 +73,11 @@ from harness.processes import (
 __all__ = [
     "ACCOUNT_PASSWORD",
     "APP_DIR",
+    "ASGI",
     "ASGI_SERVERS",
     "CONSUMERS",
     "DEBIAN_PACKAGES",
+    "GUNICORN_SERVERS",
     "LAYERS",
     "LOOPBACK",
     "REDIS_LAYERS",
@@ -78,6 +85,7 @@ __all__ = [
     "SERVER_CLASSES",
     "UVICORN_WEBSOCKETS",
     "Accounts",
+    "AsgiServer",
     "Backend",
     "BackendServer",
     "ChatServer",

@@ -23,6 +23,7 @@ from websockets.sync.client import connect
 from websockets.typing import Origin
 
 from harness import (
+    ASGI_SERVERS,
     Accounts,
     Backend,
     ChatServer,
@@ -42,6 +43,21 @@ def layer_param(layer: str) -> pytest.ParameterSet:
     """``layer`` as a pytest parameter (id: the layer name) with its server's mark."""
     service = service_of(layer)
     return pytest.param(layer, id=layer, marks=SERVICE_MARKS[service.name] if service else ())
+
+
+# The ASGI servers every test that takes ``asgi`` runs on by default; the others only with
+# --heavy (nightly). harness/tests/test_asgi_servers.py and load/tests/test_scenarios.py
+# check every server's WebSocket side in the default run.
+DEFAULT_ASGI = ("daphne", "uvicorn")
+
+
+def asgi_params() -> list[pytest.ParameterSet]:
+    """Each of ASGI_SERVERS as a pytest parameter (id: its name); those beyond
+    DEFAULT_ASGI marked heavy, to keep the default run's minutes."""
+    return [
+        pytest.param(asgi, id=asgi, marks=() if asgi in DEFAULT_ASGI else pytest.mark.heavy)
+        for asgi in ASGI_SERVERS
+    ]
 
 
 def missing_dependency(reason: str) -> NoReturn:
@@ -154,14 +170,15 @@ LIVE_ACCOUNTS = 200
 
 class LiveServers:
     """Chat servers started on demand and kept for the session, one list per (layer,
-    consumer, ASGI server), all servers of a layer sharing the session's backend:
-    ``count=2`` hands out the server ``count=1`` does and starts just one more. Every
-    server shares one database of ``accounts`` (made on first use), for logged-in tests."""
+    consumer, ASGI server, Gunicorn workers), all servers of a layer sharing the session's
+    backend: ``count=2`` hands out the server ``count=1`` does and starts just one more.
+    Every server shares one database of ``accounts`` (made on first use), for logged-in
+    tests."""
 
     def __init__(self, backend_for: Callable[[str], Backend | None], tmp_dir: Path) -> None:
         self._backend_for = backend_for
         self._tmp_dir = tmp_dir
-        self._started: dict[tuple[str, str, str], list[ChatServer]] = {}
+        self._started: dict[tuple[str, str, str, int], list[ChatServer]] = {}
         self._accounts: Accounts | None = None
 
     @property
@@ -179,13 +196,18 @@ class LiveServers:
         return self._tmp_dir / "accounts" / "accounts.json"
 
     def get(
-        self, layer: str, consumer: str = "async", count: int = 1, asgi: str = "daphne"
+        self,
+        layer: str,
+        consumer: str = "async",
+        count: int = 1,
+        asgi: str = "daphne",
+        workers: int = 1,
     ) -> list[ChatServer]:
-        servers = self._started.setdefault((layer, consumer, asgi), [])
+        servers = self._started.setdefault((layer, consumer, asgi, workers), [])
         if len(servers) < count:
             backend = self._backend_for(layer)
             while len(servers) < count:  # those started before a failure stop at the end
-                servers.append(self.start(layer, consumer, asgi, backend=backend))
+                servers.append(self.start(layer, consumer, asgi, backend=backend, workers=workers))
         return servers[:count]
 
     def start(
@@ -196,16 +218,19 @@ class LiveServers:
         *,
         backend: Backend | None,
         log_name: str = "",
+        workers: int = 1,
     ) -> ChatServer:
         """One more server on ``backend``, not kept: handed out once a message has made
         the round trip through its layer."""
+        shape = f"-x{workers}" if workers != 1 else ""
         server = ChatServer.start(
             layer=layer,
             consumer=consumer,
             asgi=asgi,
             backend=backend,
             env=self.accounts.env,
-            log_dir=self._tmp_dir / f"{layer}-{consumer}-{asgi}{log_name}",
+            log_dir=self._tmp_dir / f"{layer}-{consumer}-{asgi}{shape}{log_name}",
+            workers=workers,
         )
         try:
             wait_for_layer_round_trip(server)
@@ -232,9 +257,16 @@ class LiveChat:
         self._own: list[ChatServer] = []
 
     def __call__(
-        self, layer: str, consumer: str = "async", count: int = 1, asgi: str = "daphne"
+        self,
+        layer: str,
+        consumer: str = "async",
+        count: int = 1,
+        asgi: str = "daphne",
+        workers: int = 1,
     ) -> list[ChatServer]:
-        servers = self._live_servers.get(layer, consumer, count, asgi)
+        """``count`` servers of ``asgi`` on ``layer``, kept for the session; ``workers``
+        is the number of Gunicorn workers behind each one's port (gunicorn-* only)."""
+        servers = self._live_servers.get(layer, consumer, count, asgi, workers)
         for server in servers:
             self._log_offsets.setdefault(id(server), (server, server.log_path.stat().st_size))
         return servers
@@ -249,12 +281,21 @@ class LiveChat:
         return self._live_servers.accounts_file
 
     def own(
-        self, layer: str, *, backend: Backend, consumer: str = "async", asgi: str = "daphne"
+        self,
+        layer: str,
+        *,
+        backend: Backend,
+        consumer: str = "async",
+        asgi: str = "daphne",
+        workers: int = 1,
     ) -> ChatServer:
         """A server for this test alone, on ``backend`` (a Redis the test restarts, say,
-        which the session's servers must never see), stopped by ``stop_own`` when the
-        test ends; its log is reported like the shared servers'."""
-        server = self._live_servers.start(layer, consumer, asgi, backend=backend, log_name="-own")
+        which the session's servers must never see; or a server whose worker the test
+        kills), stopped by ``stop_own`` when the test ends; its log is reported like the
+        shared servers'."""
+        server = self._live_servers.start(
+            layer, consumer, asgi, backend=backend, log_name="-own", workers=workers
+        )
         self._own.append(server)
         self._log_offsets[id(server)] = (server, 0)
         return server

@@ -121,7 +121,8 @@ def _live_servers(backend_for, tmp_path_factory) -> Iterator[LiveServers]:
 
 @pytest.fixture
 def live_chat(request: pytest.FixtureRequest, _live_servers: LiveServers) -> Iterator[LiveChat]:
-    """``live_chat(layer, consumer="async", count=1, asgi="daphne")`` -> running servers;
+    """``live_chat(layer, consumer="async", count=1, asgi="daphne", workers=1)`` -> running
+    servers (``asgi``: any of ASGI_SERVERS; ``workers``: Gunicorn's, behind one port);
     ``live_chat.own(layer, backend=...)`` -> a server of this test alone.
 
     Servers are shared across the session (start-up costs about a second each); when

@@ -1,7 +1,7 @@
-"""The HTTP identity check (harness/identity.py): on the chat, with Daphne and Uvicorn,
-every answer reaches its own user; on a server that mixes answers up, as channels 3.0.2
-did (CVE-2020-35681), the check says so. The real 3.0.2 is an opt-in compat cell
-(compat/README.md); the default suite never installs it."""
+"""The HTTP identity check (harness/identity.py): on the chat, with Daphne and Uvicorn (the
+other ASGI servers with --heavy), every answer reaches its own user; on a server that mixes
+answers up, as channels 3.0.2 did (CVE-2020-35681), the check says so. The real 3.0.2 is
+an opt-in compat cell (compat/README.md); the default suite never installs it."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from harness import ASGI_SERVERS, Accounts, check_identity, page_user
+from harness import Accounts, check_identity, page_user
+from harness.live import asgi_params
 
 
-@pytest.mark.parametrize("asgi", ASGI_SERVERS)
+@pytest.mark.parametrize("asgi", asgi_params())
 @pytest.mark.parametrize(("shape", "users", "rounds"), [("burst", 16, 10), ("staggered", 8, 10)])
 def test_every_answer_reaches_its_own_user(
     asgi: str, shape: str, users: int, rounds: int, live_chat

@@ -158,7 +158,8 @@ def _stack_options(sub: argparse.ArgumentParser, *, several_servers: bool) -> No
         "--servers",
         type=_server_counts if several_servers else positive_int,
         default=[1] if several_servers else 1,
-        help="server processes per layer sharing one backend, users spread across them "
+        help="server processes per layer sharing one backend, users spread across them; "
+        "for gunicorn-asgi and gunicorn-uvicorn, worker processes behind one port "
         "(not inmemory: its groups live inside one process)"
         + (" ; a list such as 1,2 searches each count" if several_servers else "")
         + " (default 1)",
@@ -424,9 +425,9 @@ def stacks_of(args: argparse.Namespace, say) -> list[Stack]:
     if "inmemory" in layers and 1 not in counts:
         raise BadInput(
             f"--servers {counts[0]} with the inmemory layer: InMemoryChannelLayer lives "
-            "inside one process, so users on different servers would never see each other's "
-            "messages; leave inmemory out of --layers (e.g. --layers redis,redis-pubsub), or "
-            f"give --servers 1,{counts[0]}"
+            "inside one process, so users on different servers (or Gunicorn workers) would "
+            "never see each other's messages; leave inmemory out of --layers (e.g. --layers "
+            f"redis,redis-pubsub), or give --servers 1,{counts[0]}"
         )
     if "inmemory" in layers and max(counts) > 1:
         say("inmemory is measured with one server only: its groups live inside one process")

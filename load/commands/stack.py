@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from harness import (
+    ASGI,
     Backend,
     ChatServer,
     ProcessStats,
@@ -110,11 +111,16 @@ class LiveStack:
         return {"CHANNEL_LAYER_CONFIG": json.dumps({**own, **json.loads(config)})}
 
     def start_servers(self) -> None:
+        """``stack.servers`` server processes, each on its own port; under Gunicorn one
+        arbiter with ``stack.servers`` workers behind one port (what "N servers" means
+        to a Gunicorn user), so ``targets`` is that one port."""
         # A stack the harness starts names all three (cli.stacks_of, replay._stack_of).
         assert self.stack.layer is not None
         assert self.stack.consumer is not None and self.stack.asgi is not None
+        arbiter = ASGI[self.stack.asgi].arbiter
+        count, workers = (1, self.stack.servers) if arbiter else (self.stack.servers, 1)
         try:
-            for _ in range(self.stack.servers):
+            for _ in range(count):
                 self.servers.append(
                     ChatServer.start(
                         layer=self.stack.layer,
@@ -123,6 +129,7 @@ class LiveStack:
                         backend=self.backend,
                         env={**self.layer_env(), **self._server_env},
                         log_dir=self.log_dir,
+                        workers=workers,
                     )
                 )
         except ServiceError as error:
@@ -182,7 +189,8 @@ class LiveStack:
             current = self._cpu_total()
             if previous is None or current is None:
                 break
-            if current - previous > IDLE_CPU_SHARE * IDLE_POLL_S * len(self.servers):
+            # One allowance per serving process: Gunicorn's workers count, not its arbiter.
+            if current - previous > IDLE_CPU_SHARE * IDLE_POLL_S * self.stack.servers:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= IDLE_FOR_S:
                 return True
@@ -196,7 +204,10 @@ class LiveStack:
         return None if len(known) < len(readings) else sum(known)
 
     def processes(self) -> list[ProcessStats]:
-        return [server.stats() for server in self.servers]
+        """Every process of every server, each on its own (ChatServer.process_stats): the
+        samplers key them by pid, so a killed Gunicorn worker's CPU stays counted after the
+        arbiter replaced it, and the replacement's is added."""
+        return [stats for server in self.servers for stats in server.process_stats()]
 
     def backend_processes(self) -> list[ProcessStats]:
         """The layer's own server (redis-server, postgres, ...) when this stack started

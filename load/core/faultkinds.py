@@ -156,19 +156,30 @@ class RedisStall(FaultKind):
 
 class ServerKill(FaultKind):
     name = "server-kill"
-    description = "SIGKILL to the first chat server; it starts again on its port."
+    description = (
+        "SIGKILL to the first chat server (its whole process group); it starts again on its "
+        "port. Under Gunicorn (gunicorn-asgi, gunicorn-uvicorn: the workers behind one port) "
+        "SIGKILL to its oldest worker, which the arbiter replaces by itself at once; the "
+        "mend waits until every worker serves again."
+    )
 
     def refusal(self, stack: Stack, service: Any, environ: Mapping[str, str]) -> str | None:
         if stack.layer == "inmemory" or stack.servers >= 2:
             return None
         return (
             f"--fault server-kill on {stack.layer} needs --servers 2 or more, so that the "
-            "users of the other server keep chatting across the layer"
+            "users of the other server (Gunicorn: worker) keep chatting across the layer"
         )
 
     def inject(self, live: Any, log: InjectorLog) -> Mend:
         server = live.servers[0]
         require_running(f"{server.asgi} on port {server.port}", server.process)
+        if server.server.arbiter:
+            # A Gunicorn worker's crash, the arbiter's own business: it forks a new one at
+            # once, so --fault-for does not keep it away. Killing the arbiter instead would
+            # be the same crash as a Daphne's, of every worker at once.
+            killed = server.kill_worker()
+            return lambda: server.wait_for_workers(replaced=killed)
         server.kill()
         return lambda: server.start_again()
 

@@ -33,9 +33,15 @@ PACKAGES = (
     "twisted",  # what Daphne runs on
     "autobahn",  # Daphne's WebSocket protocol
     "uvicorn",
-    "uvloop",  # Uvicorn's event loop (--loop auto)
+    "uvloop",  # the event loop of Uvicorn (--loop auto), Granian and Gunicorn's ASGI worker
     "httptools",  # Uvicorn's HTTP parser (--http auto)
     "websockets",
+    "hypercorn",
+    "wsproto",  # Hypercorn's WebSocket protocol
+    "h11",  # Hypercorn's HTTP/1.1 parser
+    "granian",  # WebSocket in Rust (tungstenite), built in
+    "gunicorn",  # its own ASGI worker (gunicorn-asgi) and the arbiter of gunicorn-uvicorn
+    "uvicorn-worker",  # uvicorn_worker.UvicornWorker (gunicorn-uvicorn)
     "locust",
     "gevent",
     "psutil",
@@ -44,8 +50,9 @@ PACKAGES = (
 
 @dataclass(frozen=True)
 class Stack:
-    """What serves the chat in a run: a layer, N server processes of one ASGI server, a
-    consumer. For ``python -m load run`` against someone else's server, all unknown."""
+    """What serves the chat in a run: a layer, N server processes of one ASGI server (for
+    gunicorn-asgi and gunicorn-uvicorn: N workers behind one port), a consumer. For
+    ``python -m load run`` against someone else's server, all unknown."""
 
     layer: str | None = None
     servers: int = 1

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.load
         (["run", "--target", "ws://127.0.0.1:1", "--message-bytes", "-5"], "must be 0 or more"),
         (["bench", "--layers", "inmemory,kafka"], "unknown layer 'kafka'"),
         (["bench", "--consumer", "threads"], "invalid choice"),
-        (["bench", "--asgi", "hypercorn"], "unknown ASGI server 'hypercorn'"),
+        (["bench", "--asgi", "daphne,tornado"], "unknown ASGI server 'tornado'"),
         (["bench", "--layer-config", "[1]"], "is not a JSON object"),
         (["bench", "--fault", "disk-full"], "invalid choice: 'disk-full'"),
         (["bench", "--fault", "redis-stall", "--layers", "inmemory"], "acts on Redis"),
@@ -94,6 +94,11 @@ BASELINES = {
         ),
         (["bench", "--servers", "2", "--layers", "inmemory,redis"], "lives inside one process"),
         (["capacity", "--servers", "2", "--layers", "inmemory"], "lives inside one process"),
+        # Two Gunicorn workers behind one port would be two InMemory layers too.
+        (
+            ["capacity", "--servers", "2", "--layers", "inmemory", "--asgi", "gunicorn-asgi"],
+            "(or Gunicorn workers) would never see each other's messages",
+        ),
         (["capacity", "--baseline", "missing.json"], "cannot read the baseline"),
         (["capacity", "--baseline", "not-json.json"], "is not JSON"),
         (["capacity", "--baseline", "bench.json"], "has no capacity entries"),

@@ -17,12 +17,22 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
-from harness import SERVER_CLASSES, MissingExecutable, SentinelServer, service_of, wait_until
+from harness import (
+    GUNICORN_SERVERS,
+    SERVER_CLASSES,
+    MissingExecutable,
+    SentinelServer,
+    service_of,
+    wait_until,
+)
 from harness.live import layer_param, missing_dependency
+from load.core.faultkinds import KINDS
+from load.core.faults import InjectorLog
 from load.tests.helpers import ROOT, read_summary, run_load
 from mysite.environment import SERVICES
 
@@ -182,6 +192,45 @@ def test_a_killed_server_drops_its_sockets_and_the_other_server_keeps_chatting(
     assert fault["time_to_recover_s"] is not None, record["timeline"]
     during = [row for row in record["timeline"] if row["t_s"] in (2, 3)]
     assert all(row["delivered"] > 0 for row in during)  # the other server's users chatted
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("asgi", GUNICORN_SERVERS)
+def test_server_kill_under_gunicorn_kills_one_worker_and_the_mend_waits_for_the_new_one(
+    asgi: str, live_chat, backend_for
+) -> None:
+    """The kind's own step on a real Gunicorn with two workers (no load): the arbiter
+    stays, its oldest worker dies, the mend returns once a new worker serves."""
+    server = live_chat.own("redis", backend=backend_for("redis"), asgi=asgi, workers=2)
+    arbiter, (oldest, other) = server.pid, server.worker_pids()
+    mend = KINDS["server-kill"].inject(SimpleNamespace(servers=[server]), InjectorLog())
+    assert server.process.poll() is None and oldest not in server.worker_pids()
+    mend()
+    workers = server.worker_pids()
+    assert server.pid == arbiter and len(workers) == 2 and other in workers
+    assert oldest not in workers and server.workers_ready() and server.serves_index()
+
+
+@pytest.mark.heavy
+@pytest.mark.redis
+@pytest.mark.parametrize("asgi", GUNICORN_SERVERS)
+def test_a_killed_gunicorn_worker_drops_only_its_sockets_and_they_come_back_at_once(
+    asgi: str, tmp_path: Path
+) -> None:
+    """--servers 2 under Gunicorn is two workers behind one port: the fault kills one.
+    Its users reconnect at once, to the other worker (each worker has a socket of its own
+    on the port, and the kernel leaves a closed one out), so no reconnect fails and the
+    chat is whole again by the end of the window; nothing is lost."""
+    record = fault_run(
+        tmp_path, "server-kill", "--layers", "redis-pubsub", "--servers", "2", "--asgi", asgi
+    )
+    fault = record["fault"]
+    assert 0 < fault["sockets_dropped"] < USERS, record["errors_by_kind"]
+    assert fault["reconnects"] == fault["sockets_dropped"]
+    assert fault["reconnect_failures"] == 0, record["errors_by_kind"]
+    assert fault["time_to_recover_s"] is not None and fault["time_to_recover_s"] <= 1.0
+    assert record["lost"] == 0
+    assert record["server_software"].startswith(f"{asgi}: gunicorn ")
 
 
 @pytest.mark.heavy

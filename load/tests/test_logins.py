@@ -1,7 +1,7 @@
-"""Logged-in load users: every delivery names its sender (``misattributed`` is 0) on both
-ASGI servers, whether the users logged in through the form over HTTP or came with
-sessions written in bulk; a consumer that names the wrong sender is caught (the positive
-control); the accounts file's mistakes are one clear line.
+"""Logged-in load users: every delivery names its sender (``misattributed`` is 0) on
+Daphne and Uvicorn (every ASGI server with --heavy), whether the users logged in through
+the form over HTTP or came with sessions written in bulk; a consumer that names the wrong
+sender is caught (the positive control); the accounts file's mistakes are one clear line.
 
 Every layer runs logged in too: test_scenarios.py's fanout runs log in with sessions, and
 app/mysite/test_environment.py checks a logged-in sender's frames on Uvicorn.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ASGI_SERVERS
+from harness.live import asgi_params
 from load.core.logins import read_accounts
 from load.tests.helpers import run_load
 from load.tests.test_scenarios import assert_clean, run_against
@@ -34,7 +34,7 @@ def logged_in_run(server_url: str, out: Path, accounts: Path, login: str, *args:
     return run
 
 
-@pytest.mark.parametrize("asgi", ASGI_SERVERS)
+@pytest.mark.parametrize("asgi", asgi_params())
 def test_users_who_log_in_through_the_form_are_named(asgi: str, live_chat, tmp_path: Path) -> None:
     (server,) = live_chat("inmemory", asgi=asgi)
     # A frame without a user counts too, so 0 also says that every frame named someone.
@@ -53,8 +53,9 @@ def test_a_consumer_that_names_the_wrong_sender_is_caught(live_chat, tmp_path: P
     (server,) = live_chat("inmemory", consumer=MISATTRIBUTING)
     run = logged_in_run(server.ws_url, tmp_path, live_chat.accounts_file, "sessions")
     assert run["lost"] == 0 and run["delivered"] == run["expected"]
-    # 12 users, one of whom is named on every frame: at least 11 in 12 deliveries are wrong.
-    assert run["misattributed"] >= run["delivered"] * 11 // 12 > 0
+    # 12 users, one of whom is named on every frame: about 11 in 12 deliveries are wrong
+    # (how many exactly depends on how much that one user happened to send).
+    assert run["misattributed"] >= run["delivered"] // 2 > 0
 
 
 def test_anonymous_frames_that_name_someone_are_counted(live_chat, tmp_path: Path) -> None:

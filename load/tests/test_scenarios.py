@@ -1,6 +1,7 @@
 """Short real runs: each scenario on each of the six layers delivers everything and leaks
 nothing (or does what the README says the layer does instead);
-the counters stay exact with several Locust processes; 200+ sockets per Redis layer."""
+the counters stay exact with several Locust processes; 200+ sockets per Redis layer; a
+fanout on each ASGI server besides Daphne and Uvicorn (Gunicorn's with two workers)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import ASGI_SERVERS, GUNICORN_SERVERS
 from load.core.scenarios import SCENARIOS
 from load.tests.helpers import run_load
 
@@ -143,3 +145,31 @@ def test_two_hundred_sockets_on_a_redis_layer(layer: str, live_chat, tmp_path: P
     (run,) = summary["runs"]
     assert run["connects"] == 200
     assert_clean(run)
+
+
+# One run per added server: Hypercorn and Granian on InMemory; each Gunicorn shape with two
+# workers on Redis, so that a room's members sit in two processes (the kernel spreads the
+# sockets: harness/tests/test_asgi_servers.py). Daphne runs every scenario above.
+SERVER_RUNS = [
+    pytest.param("inmemory", asgi, 1, id=f"{asgi}-inmemory")
+    for asgi in ASGI_SERVERS
+    if asgi not in ("daphne", "uvicorn", *GUNICORN_SERVERS)
+] + [
+    pytest.param("redis", asgi, 2, id=f"{asgi}-redis-x2", marks=pytest.mark.redis)
+    for asgi in GUNICORN_SERVERS
+]
+
+
+@pytest.mark.parametrize(("where", "asgi", "workers"), SERVER_RUNS)
+def test_every_asgi_server_delivers_a_fanout_exactly(
+    where: str, asgi: str, workers: int, live_chat, tmp_path: Path
+) -> None:
+    (server,) = live_chat(where, asgi=asgi, workers=workers)
+    summary = run_against(
+        server.ws_url, tmp_path, "--scenario", "fanout", "--duration", "1", "--drain", "2",
+        *SMOKE_SHAPES["fanout"], "--login", "sessions", "--accounts", str(live_chat.accounts_file),
+    )  # fmt: skip
+    (run,) = summary["runs"]
+    assert_clean(run)  # misattributed 0: every frame named its logged-in sender
+    assert run["connects"] == 12 and run["ambiguous"] == 0
+    assert run["sent"] > 0 and run["expected"] == run["sent"] * 4  # rooms of 4, all stayed
