@@ -300,6 +300,7 @@ COUNTERS = (
     "foreign",  # well-formed chat messages that are not this harness's (someone else typing)
     "connects",  # completed handshakes
     "deflate_sockets",  # handshakes that negotiated permessage-deflate (--deflate on)
+    "sends_past_end",  # a send timer that fired after the sending ended: not sent
     "sessions_closed_cleanly",  # our close frame answered by the server's close frame
 )
 
@@ -861,6 +862,8 @@ def summarize(tally: Tally) -> dict[str, Any]:
         "foreign": counters["foreign"],
         "connects": counters["connects"],
         "deflate_sockets": counters["deflate_sockets"],
+        # sends whose timer fired after the sending ended, not made (a busy client)
+        "sends_past_end": counters["sends_past_end"],
         "client_kb_per_socket": round(grown_mb * 1024 / sockets_open, 1) if sockets_open else None,
         "latency_samples": tally.latency.count,
         "client_processes": len(tally.processes),
