@@ -48,8 +48,10 @@ def unit(session: nox.Session) -> None:
 @nox.session
 def heavy(session: nox.Session) -> None:
     """The long load and fault runs (marker `heavy`), left out of `tests`: the fidelity
-    check at and past a capacity, and each layer's own fault behaviour (NATS, RabbitMQ and
-    PostgreSQL restarts, a Redis stall and failover, a slow reader). Nightly in the workflow."""
+    check at and past a capacity, each layer's own fault behaviour (NATS, RabbitMQ,
+    PostgreSQL and Valkey restarts, a Redis stall and failover, a slow reader), and the
+    newest layers' (valkey, sqlite) runs that their tests mark `heavy_on_layers`. Nightly in
+    the workflow."""
     install_project(session)
     session.run("pytest", "--heavy", "-m", "heavy", *session.posargs)
 

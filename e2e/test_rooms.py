@@ -2,8 +2,8 @@
 and exactly once, never a window in another room, and shows exactly as it was typed.
 
 Each test runs on every layer (the root ``layer`` fixture: inmemory, redis, redis-pubsub,
-postgres, rabbitmq, nats) against a live Daphne server; delivery and isolation also run
-with the sync consumer.
+postgres, rabbitmq, nats, valkey, sqlite) against a live Daphne server; delivery and
+isolation also run with the sync consumer.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from harness.live import LiveChat
 pytestmark = pytest.mark.browser
 
 
+# The newest layers' sync-consumer runs are in `nox -s heavy` (the default run's time).
+@pytest.mark.heavy_on_layers("valkey", "sqlite", consumer=("sync",))
 @pytest.mark.parametrize("consumer", CONSUMERS)
 def test_message_reaches_every_window_in_the_room_in_order_exactly_once(
     layer: str, consumer: str, live_chat: LiveChat, browser: Browser, unique_room: UniqueRoom
@@ -67,6 +69,7 @@ def test_compat_smoke_message_reaches_the_other_window_in_the_room(
     second.wait_for_log(["hello", "hello back"])
 
 
+@pytest.mark.heavy_on_layers("valkey", "sqlite", consumer=("sync",))
 @pytest.mark.parametrize("consumer", CONSUMERS)
 def test_message_stays_in_its_room_both_ways(
     layer: str, consumer: str, live_chat: LiveChat, browser: Browser, unique_room: UniqueRoom

@@ -2,7 +2,8 @@
 
 A deployment runs several server processes; the channel layer is what carries a room's
 messages between them. Every layer with a server of its own does (Redis, PostgreSQL,
-RabbitMQ, NATS); InMemory does not, by design.
+RabbitMQ, NATS, Valkey), and so does the SQLite layer, whose file every server of one
+machine opens; InMemory does not, by design.
 
 And the page in a real browser on each ASGI server added beside Daphne and Uvicorn
 (harness/tests/test_asgi_servers.py checks their contract with a WebSocket client).

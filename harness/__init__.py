@@ -4,8 +4,9 @@ Everything binds to loopback on a free port, in a temporary directory, with ever
 bounded, and stops at the end (also on SIGTERM). One module per idea:
 
 * ``processes``: launching, waiting for and stopping a process; free ports; signals.
-* ``backends``: the layers' servers (Redis, Sentinel, PostgreSQL, RabbitMQ, NATS) as
-  throw-away processes, and ``layer_backend``: a layer's URL variable or such a server.
+* ``backends``: the layers' servers (Redis, Sentinel, PostgreSQL, RabbitMQ, NATS,
+  Valkey) as throw-away processes, and ``layer_backend``: a layer's URL variable or such a
+  server (for the SQLite layer: its file).
 * ``chat``: the chat as a process of one of six ways of serving it (``ASGI_SERVERS``:
   Daphne, Uvicorn, Hypercorn, Granian, Gunicorn's ASGI worker, Gunicorn with Uvicorn's
   worker) (``ChatServer``), and ``serve``.
@@ -33,6 +34,8 @@ from harness.backends import (
     RabbitMQServer,
     RedisServer,
     SentinelServer,
+    ValkeyServer,
+    file_variable_of,
     layer_backend,
     redis_ping,
     service_of,
@@ -98,11 +101,13 @@ __all__ = [
     "RedisServer",
     "SentinelServer",
     "ServiceError",
+    "ValkeyServer",
     "apt_hint",
     "chat_environment",
     "chat_servers",
     "check_consumer",
     "check_identity",
+    "file_variable_of",
     "find_executable",
     "free_port",
     "interrupt_on_termination",

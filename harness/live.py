@@ -8,6 +8,7 @@ The fixtures that hand these out are in pytest_plugin.py; tests import the types
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -28,6 +29,7 @@ from harness import (
     Backend,
     ChatServer,
     ServiceError,
+    file_variable_of,
     layer_backend,
     make_accounts,
     service_of,
@@ -37,12 +39,15 @@ from harness.backends import environment
 # The mark each layer's tests carry, named after the server it needs, so that
 # `-m "not rabbitmq"` leaves out exactly the tests that would start RabbitMQ.
 SERVICE_MARKS = {name: getattr(pytest.mark, name) for name in environment.SERVICES}
+# The SQLite layer needs no server; its mark lets `-m "not sqlite"` leave it out all the same.
+FILE_LAYER_MARKS = {"sqlite": pytest.mark.sqlite}
 
 
 def layer_param(layer: str) -> pytest.ParameterSet:
-    """``layer`` as a pytest parameter (id: the layer name) with its server's mark."""
+    """``layer`` as a pytest parameter (id: the layer name) with its server's marks."""
     service = service_of(layer)
-    return pytest.param(layer, id=layer, marks=SERVICE_MARKS[service.name] if service else ())
+    mark = SERVICE_MARKS[service.name] if service else FILE_LAYER_MARKS.get(layer)
+    return pytest.param(layer, id=layer, marks=mark or ())
 
 
 # The ASGI servers every test that takes ``asgi`` runs on by default; the others only with
@@ -95,10 +100,35 @@ def channels_postgres_in_process(
         del connections.settings[alias]
 
 
+@contextlib.contextmanager
+def channels_lite_in_process(
+    settings: Any, channel_layers: Mapping[str, Any], backend_env: Mapping[str, str]
+) -> Iterator[None]:
+    """In the test process, what settings.py does at start-up when ``channel_layers`` is
+    channels-lite: its database alias, naming the layer's file (``backend_env``'s
+    SQLITE_LAYER_PATH). The aiosqlite layer reads only that entry of DATABASES (its path),
+    through its own connections, never Django's, so no Django database is opened."""
+    database = environment.channels_lite_database(channel_layers, backend_env)
+    if database is None:
+        yield
+        return
+    alias = environment.CHANNELS_LITE_ALIAS
+    # settings.DATABASES is the dict Django's connections were configured from; the layer
+    # looks its alias up there when it is built.
+    settings.DATABASES[alias] = database
+    try:
+        yield
+    finally:
+        del settings.DATABASES[alias]
+
+
 class Backends:
     """One backend per kind of server for the whole session, started on first use with
     ``layer_backend`` (so $REDIS_URL and the like are honoured); both Redis layers share
-    one Redis. A server that failed to start is not tried again: its error is re-raised."""
+    one Redis (channels-redis's core layer keeps keys, its pub/sub layer uses Redis's
+    pub/sub channels, so the two never meet); the valkey layer has a valkey-server of its
+    own. The SQLite layer gets one throw-away file for the session. A backend that failed
+    to start is not tried again: its error is re-raised."""
 
     def __init__(self) -> None:
         self._stack = contextlib.ExitStack()
@@ -107,18 +137,21 @@ class Backends:
 
     def get(self, layer: str) -> Backend:
         service = service_of(layer)
-        if service is None:
+        if service is not None:
+            key = service.name
+        elif file_variable_of(layer) is not None:
+            key = layer
+        else:
             return Backend(layer, {})
-        if service.name in self._failed:
-            raise self._failed[service.name]
-        if service.name not in self._started:
+        if key in self._failed:
+            raise self._failed[key]
+        if key not in self._started:
             try:
-                self._started[service.name] = self._stack.enter_context(layer_backend(layer))
+                self._started[key] = self._stack.enter_context(layer_backend(layer))
             except ServiceError as error:
-                self._failed[service.name] = error
+                self._failed[key] = error
                 raise
-        shared = self._started[service.name]
-        return Backend(layer, shared.env, shared.server)
+        return dataclasses.replace(self._started[key], layer=layer)
 
     def close(self) -> None:
         self._stack.close()

@@ -32,11 +32,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Leave the heavy tests out unless --heavy is given. They check measurements at and
     past a capacity, which takes minutes of load on a 2-core machine: they belong with the
     benchmark (`nox -s heavy`, nightly in the workflow), not in the default command, which
-    must stay within about 12 minutes. Deselected, not skipped: nothing is missing."""
+    must stay within about 13 minutes. Deselected, not skipped: nothing is missing.
+
+    First, the runs a test's ``heavy_on_layers`` mark names become ``heavy`` too: every
+    layer multiplies every layer-parametrized test, so
+    ``@pytest.mark.heavy_on_layers("valkey", "sqlite", scenario=("churn",))`` keeps those
+    layers' churn runs for `nox -s heavy` (without keyword arguments: every run of those
+    layers). tryfirst: before ``-m`` selects by marks, so ``-m heavy`` finds them."""
+    for item in items:
+        mark = item.get_closest_marker("heavy_on_layers")
+        params = getattr(item, "callspec", None)
+        if mark is None or params is None or params.params.get("layer") not in mark.args:
+            continue
+        if all(params.params.get(name) in values for name, values in mark.kwargs.items()):
+            item.add_marker(pytest.mark.heavy)
     if config.getoption("--heavy"):
         return
     heavy = [item for item in items if item.get_closest_marker("heavy")]
@@ -63,7 +77,8 @@ def _backends() -> Iterator[Backends]:
 @pytest.fixture(scope="session")
 def backend_for(_backends: Backends):
     """``backend_for(layer)`` -> the session's Backend for that layer: its server started on
-    first use (or $REDIS_URL, $POSTGRES_URL, $RABBITMQ_URL, $NATS_URL when set)."""
+    first use (or $REDIS_URL, $POSTGRES_URL, $RABBITMQ_URL, $NATS_URL, $VALKEY_URL when
+    set); for the SQLite layer a throw-away file (or $SQLITE_LAYER_PATH)."""
 
     def get(layer: str) -> Backend:
         try:
@@ -89,8 +104,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def layer(request: pytest.FixtureRequest) -> str:
     """Each channel layer in turn (ids are the layer names). Each carries the mark of the
-    server it needs (``redis``, ``postgres``, ``rabbitmq``, ``nats``), so for example
-    ``-m "not rabbitmq"`` leaves RabbitMQ out and ``-m "not redis"`` keeps no Redis layer."""
+    server it needs (``redis``, ``postgres``, ``rabbitmq``, ``nats``, ``valkey``; the SQLite
+    layer ``sqlite``), so for example ``-m "not rabbitmq"`` leaves RabbitMQ out and
+    ``-m "not redis"`` keeps no Redis layer."""
     return request.param
 
 

@@ -1,6 +1,6 @@
 """Consumer tests: WebsocketCommunicator through the real routing (mysite.asgi.application),
 for both consumers, on every channel layer (each against its real server: Redis,
-PostgreSQL, RabbitMQ, NATS).
+PostgreSQL, RabbitMQ, NATS, Valkey; SQLite against the session's throw-away file).
 
 The tests marked ``compat`` are the quick core that every cell of `nox -s compat` runs.
 
@@ -21,7 +21,7 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from harness.live import channels_postgres_in_process
+from harness.live import channels_lite_in_process, channels_postgres_in_process
 from mysite import environment
 
 # Django's test environment sets ALLOWED_HOSTS to ["testserver"], so that is the page's origin.
@@ -61,14 +61,18 @@ async def layer_round_trip(application) -> None:
 async def application(settings, layer, backend, consumer, django_db_blocker):
     """The project's ASGI application for this layer and consumer, as Daphne would load it."""
     env = {"CHANNEL_LAYER": layer, **backend.env}
-    if layer in environment.REDIS_LAYERS:
-        # A prefix of their own keeps these tests' keys apart from live servers sharing Redis.
+    if layer in environment.PREFIXED_LAYERS:
+        # A prefix of their own keeps these tests' keys apart from live servers sharing the
+        # session's Redis (or Valkey).
         env["CHANNEL_LAYER_CONFIG"] = json.dumps(
             {"prefix": f"consumer-tests-{uuid.uuid4().hex[:8]}"}
         )
     settings.CHANNEL_LAYERS = environment.channel_layers(env)
 
-    with channels_postgres_in_process(settings, django_db_blocker, settings.CHANNEL_LAYERS):
+    with (
+        channels_postgres_in_process(settings, django_db_blocker, settings.CHANNEL_LAYERS),
+        channels_lite_in_process(settings, settings.CHANNEL_LAYERS, backend.env),
+    ):
         # chat.routing picks the consumer class at import time, as the project does at start-up.
         import chat.routing
         import mysite.asgi
@@ -78,13 +82,15 @@ async def application(settings, layer, backend, consumer, django_db_blocker):
         await layer_round_trip(mysite.asgi.application)
         yield mysite.asgi.application
         channel_layer = get_channel_layer()
-        if layer == "inmemory" or layer in environment.REDIS_LAYERS:
+        if layer == "inmemory" or layer in environment.PREFIXED_LAYERS:
             await channel_layer.flush()  # this process's groups; Redis: this test's prefix
         elif hasattr(channel_layer, "close"):
-            # RabbitMQ's and NATS's connections belong to this test's event loop.
+            # RabbitMQ's and NATS's connections belong to this test's event loop, and so do
+            # channels-lite's pool and polling tasks.
             await channel_layer.close()
-        # channels-postgres's flush() empties its tables, the live servers' groups with
-        # them; this test's rooms are its own, so its rows are simply left behind.
+        # channels-postgres's and channels-lite's flush() empty their tables, the live
+        # servers' groups with them; this test's rooms are its own, so its rows are simply
+        # left behind.
 
 
 @pytest.fixture

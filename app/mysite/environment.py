@@ -9,6 +9,7 @@ benchmark) reads it from here, never the other way round.
 
 import importlib.util
 import json
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,15 @@ class Layer:
     """One value of CHANNEL_LAYER."""
 
     backend: str  # dotted path of the channel layer class
-    service: Service | None  # None: the layer lives inside one process
+    # None: no server; the layer lives inside one process, or (file_variable) in a file
+    service: Service | None
     package: str | None  # what to pip install for it
     # Checked with find_spec rather than imported: importing channels_postgres needs
     # Django's app registry, which is not ready while settings.py runs.
     modules: tuple[str, ...] = ()
+    # A layer without a server that keeps its messages in a file every process of one
+    # machine opens (channels-lite's SQLite): the variable that names the file.
+    file_variable: str | None = None
 
 
 REDIS = Service(
@@ -79,7 +84,24 @@ NATS = Service(
     schemes=("nats", "tls"),
     url_form="nats://HOST:PORT or tls://HOST:PORT",
 )
-SERVICES = {service.name: service for service in (REDIS, POSTGRES, RABBITMQ, NATS)}
+# Valkey speaks Redis's protocol (it is a fork of Redis 7.2), but channels-valkey's Lua
+# scripts call ``server.call``, which only Valkey 8 knows: a Redis cannot stand in for it
+# (chat/test_layers.py). The harness runs a real valkey-server (harness/backends.py).
+VALKEY = Service(
+    name="valkey",
+    title="Valkey",
+    url_variable="VALKEY_URL",
+    default_url="valkey://127.0.0.1:6379/0",
+    # valkey-py reads redis:// URLs as well as its own valkey:// ones.
+    schemes=("valkey", "valkeys", "redis", "rediss", "unix"),
+    url_form="valkey://HOST:PORT/DB or valkeys://HOST:PORT/DB",
+)
+SERVICES = {service.name: service for service in (REDIS, POSTGRES, RABBITMQ, NATS, VALKEY)}
+# Where channels-lite's SQLite file is: SQLITE_LAYER_PATH, else this file, in the system's
+# temporary directory so that every server process of one machine finds the same one.
+# (The harness never uses it: it makes a throw-away file for each stack and session.)
+SQLITE_LAYER_PATH = "SQLITE_LAYER_PATH"
+DEFAULT_SQLITE_LAYER_PATH = Path(tempfile.gettempdir()) / "chat-channel-layer.sqlite3"
 
 LAYERS = {
     "inmemory": Layer("channels.layers.InMemoryChannelLayer", None, None),
@@ -110,9 +132,29 @@ LAYERS = {
     "nats": Layer(
         "channels_nats.NatsChannelLayer", NATS, "channels-nats", ("channels_nats", "nats")
     ),
+    # channels-valkey's core layer (a fork of channels-redis's RedisChannelLayer), on
+    # valkey-py (a fork of redis-py); its pub/sub and Sentinel variants are not wired.
+    "valkey": Layer(
+        "channels_valkey.core.ValkeyChannelLayer",
+        VALKEY,
+        "channels-valkey",
+        ("channels_valkey", "valkey", "msgpack"),
+    ),
+    # channels-lite's aiosqlite layer (the [aio] extra); its other layer,
+    # SQLiteChannelLayer, goes through the Django ORM instead.
+    "sqlite": Layer(
+        "channels_lite.layers.aio.AIOSQLiteChannelLayer",
+        None,
+        "channels-lite[aio]",
+        ("channels_lite", "aiosqlite", "aiosqlitepool", "msgspec"),
+        file_variable=SQLITE_LAYER_PATH,
+    ),
 }
 LAYER_BACKENDS = {name: layer.backend for name, layer in LAYERS.items()}
 REDIS_LAYERS = tuple(name for name, layer in LAYERS.items() if layer.service is REDIS)
+# The layers whose CONFIG takes a key ``prefix`` and whose flush() deletes only the keys
+# under it: channels-redis's two and channels-valkey's, which share its code.
+PREFIXED_LAYERS = (*REDIS_LAYERS, "valkey")
 DEFAULT_REDIS_URL = REDIS.default_url
 # redis-py 8 changed two defaults of the connection pool that channels-redis builds from
 # a host URL: at most 100 connections (past about 100 sockets per server, handshakes fail
@@ -122,9 +164,17 @@ DEFAULT_REDIS_URL = REDIS.default_url
 # what one server process uses but well below Redis's own 10,000 clients. A connect
 # timeout keeps an unreachable Redis from hanging a handshake forever.
 REDIS_POOL_OPTIONS = {"max_connections": 1000, "socket_timeout": None, "socket_connect_timeout": 5}
+# channels-valkey builds its pool the same way, with valkey-py 6, whose asyncio connections
+# read with a 5 s timeout by default as redis-py 8's do (its pool has no connection limit,
+# as redis-py 7's had none): without these, every socket idle for 5 s is closed
+# (test_environment.py's idle tests show it).
+VALKEY_POOL_OPTIONS = REDIS_POOL_OPTIONS
 # channels-postgres reaches its tables through the Django ORM under this database alias
 # (its DatabaseLayer's default ``using``), and through psycopg with the layer's CONFIG.
 CHANNELS_POSTGRES_ALIAS = "channels_postgres"
+# channels-lite finds its SQLite file through a Django database alias (its CONFIG's
+# ``database``): the file's path under this alias, its tables from its migrations.
+CHANNELS_LITE_ALIAS = "channels_lite"
 CONSUMERS = ("async", "sync")
 DEFAULT_MAX_MESSAGE_CHARS = 65536
 
@@ -135,7 +185,8 @@ class ConfigurationError(Exception):
 
 def channel_layers(environ: Mapping[str, str]) -> dict[str, Any]:
     """Build ``CHANNEL_LAYERS`` from CHANNEL_LAYER, CHANNEL_LAYER_CONFIG and the URL
-    variable of the layer's server (REDIS_URL, POSTGRES_URL, RABBITMQ_URL or NATS_URL)."""
+    variable of the layer's server (REDIS_URL, POSTGRES_URL, RABBITMQ_URL, NATS_URL or
+    VALKEY_URL), or SQLITE_LAYER_PATH for the SQLite layer."""
     name = environ.get("CHANNEL_LAYER", "inmemory").strip() or "inmemory"
     layer = LAYERS.get(name)
     if layer is not None:
@@ -158,6 +209,9 @@ def channel_layers(environ: Mapping[str, str]) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if layer is not None and layer.service is not None:
         config = _service_config(layer.service, environ)
+    elif layer is not None and layer.file_variable is not None:
+        sqlite_layer_path(environ)  # a bad path stops start-up here, with one line
+        config = {"database": CHANNELS_LITE_ALIAS}
     config.update(_layer_config_overrides(environ.get("CHANNEL_LAYER_CONFIG", "")))
     layer_settings: dict[str, Any] = {"BACKEND": backend}
     if config:
@@ -196,6 +250,8 @@ def _service_config(service: Service, environ: Mapping[str, str]) -> dict[str, A
         }
     if service is RABBITMQ:
         return {"host": url}
+    if service is VALKEY:
+        return {"hosts": [{"address": url, **VALKEY_POOL_OPTIONS}]}
     return {"servers": [url]}
 
 
@@ -247,6 +303,42 @@ def channels_postgres_database(layers: Mapping[str, Any]) -> dict[str, Any] | No
     return {
         key: value for key, value in config.items() if key.isupper() and key != "PSYCOPG_OPTIONS"
     }
+
+
+def sqlite_layer_path(environ: Mapping[str, str]) -> Path:
+    """channels-lite's SQLite file: SQLITE_LAYER_PATH, else DEFAULT_SQLITE_LAYER_PATH.
+
+    Every server process of one machine must name the same file (that is how they share
+    rooms), and its tables come from ``python manage.py migrate channels_lite --database
+    channels_lite``; its folder must exist."""
+    raw = environ.get(SQLITE_LAYER_PATH, "").strip()
+    if not raw:
+        return DEFAULT_SQLITE_LAYER_PATH
+    path = Path(raw)
+    if not path.parent.is_dir() or path.is_dir():
+        where = (
+            "is a folder" if path.is_dir() else f"the folder {str(path.parent)!r} does not exist"
+        )
+        raise ConfigurationError(
+            f"{SQLITE_LAYER_PATH}={raw!r}: {where}: give the path of an SQLite file in an "
+            "existing folder"
+        )
+    return path
+
+
+def channels_lite_database(
+    layers: Mapping[str, Any], environ: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """The DATABASES entry channels-lite needs under ``CHANNELS_LITE_ALIAS``, or None when
+    the default layer is not channels-lite.
+
+    Only ENGINE and NAME: the aiosqlite layer opens the file with pragmas of its own (WAL,
+    a 30 s busy timeout) unless the entry has OPTIONS' init_command, which would replace
+    them all."""
+    default = layers.get("default", {})
+    if not default.get("BACKEND", "").startswith("channels_lite."):
+        return None
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": sqlite_layer_path(environ)}
 
 
 def _layer_config_overrides(raw: str) -> dict[str, Any]:

@@ -168,3 +168,13 @@ if channels_postgres_database is not None:
     INSTALLED_APPS.append("channels_postgres")
     DATABASES[environment.CHANNELS_POSTGRES_ALIAS] = channels_postgres_database
     DATABASE_ROUTERS = ["mysite.db_routers.ChannelsPostgresRouter"]
+
+# channels-lite (CHANNEL_LAYER=sqlite) is a Django app too: it finds its SQLite file under a
+# database alias of its own (SQLITE_LAYER_PATH, else a file in the temporary directory),
+# whose tables come from its migrations (`python manage.py migrate channels_lite --database
+# channels_lite`). The router keeps its tables in that file and the tutorial's out of it.
+channels_lite_database = environment.channels_lite_database(CHANNEL_LAYERS, os.environ)
+if channels_lite_database is not None:
+    INSTALLED_APPS.append("channels_lite")
+    DATABASES[environment.CHANNELS_LITE_ALIAS] = channels_lite_database
+    DATABASE_ROUTERS = ["mysite.db_routers.ChannelsLiteRouter"]

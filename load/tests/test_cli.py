@@ -32,6 +32,7 @@ pytestmark = pytest.mark.load
         (["bench", "--fault", "redis-stall", "--layers", "inmemory"], "acts on Redis"),
         (["bench", "--fault", "server-kill", "--layers", "redis"], "--servers 2 or more"),
         (["bench", "--fault", "backend-restart", "--layers", "inmemory"], "inmemory has none"),
+        (["bench", "--fault", "backend-restart", "--layers", "sqlite"], "sqlite has none"),
         (["bench", "--fault", "slow-reader", "--slow-share", "2"], "at most 1"),
         (["bench", "--fault", "redis-restart", "--duration", "5"], "must end before sending"),
         (["run", "--target", "ws://127.0.0.1:1", "--fault", "slow-reader"], "unrecognized"),

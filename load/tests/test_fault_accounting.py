@@ -187,6 +187,9 @@ def test_locust_rebuilds_the_fault() -> None:
         (Fault("slow-reader"), Stack("inmemory"), None),
         (Fault("backend-restart"), Stack("inmemory"), "inmemory has none"),
         (Fault("backend-restart"), Stack("nats"), None),
+        (Fault("backend-restart"), Stack("valkey"), None),
+        (Fault("backend-restart"), Stack("sqlite"), "sqlite has none"),
+        (Fault("redis-restart"), Stack("valkey"), "acts on Redis"),
         (Fault("server-kill"), Stack("postgres", servers=1), "--servers 2 or more"),
     ],
 )

@@ -112,6 +112,24 @@ def test_chat_works_again_soon_after_redis_restarts(layer: str, tmp_path: Path) 
 
 
 @pytest.mark.heavy
+@pytest.mark.parametrize("layer", [layer_param("valkey")])
+def test_a_valkey_restart_does_what_a_redis_restart_does(layer: str, tmp_path: Path) -> None:
+    """channels-valkey is channels-redis's core layer on valkey-py: a restart of its
+    valkey-server drops every socket as redis-restart does on RedisChannelLayer (each
+    consumer's blocking BZPOPMIN fails), handshakes fail while it is down, and the chat is
+    whole again within the same time, losing nothing sent after that."""
+    record = fault_run(tmp_path, "backend-restart", "--layers", layer)
+    fault = record["fault"]
+    assert record["backend_software"] == "valkey-server 8.1.8", record["backend_software"]
+    assert fault["sockets_dropped"] >= USERS, record["errors_by_kind"]
+    assert fault["reconnects"] == fault["sockets_dropped"], fault
+    assert record["errors_by_kind"].get("handshake_rejected", 0) > 0, record["errors_by_kind"]
+    assert fault["time_to_recover_s"] is not None, record["timeline"]
+    assert fault["time_to_recover_s"] <= RECOVER_WITHIN_S, record["timeline"]
+    assert lost_after_recovery(record) == [], record["timeline"]
+
+
+@pytest.mark.heavy
 @pytest.mark.parametrize("layer", [layer_param("nats")])
 def test_a_nats_restart_keeps_every_socket_and_delivers_late(layer: str, tmp_path: Path) -> None:
     record = fault_run(tmp_path, "backend-restart", "--layers", layer)

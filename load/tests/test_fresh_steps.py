@@ -1,10 +1,13 @@
 """Every capacity step starts from the state the first one had: fresh chat servers and,
-where the stack started its own Redis, an empty one (LiveStack.start_afresh says why). A
-Redis given by URL is never emptied. (The spread this removes is measured by the
+where the stack started its own Redis (or Valkey, or SQLite file), an empty one
+(LiveStack.start_afresh says why). A Redis given by URL, or a file by SQLITE_LAYER_PATH, is
+never emptied. (The spread this removes is measured by the
 benchmark studies/repeatability/repeatability.py, not here.)"""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,39 @@ def test_start_afresh_leaves_a_redis_given_by_url_alone(
             live.start_afresh()
         assert client.get("someone:elses:data") == b"1"
         client.close()
+
+
+def waiting_rows(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as database:
+        return database.execute("SELECT count(*) FROM channels_lite_event").fetchone()[0]
+
+
+def leave_a_row(path: Path) -> None:
+    """A message row as channels-lite writes one, for a process that has gone."""
+    with contextlib.closing(sqlite3.connect(path)) as database, database:
+        database.execute(
+            "INSERT INTO channels_lite_event (created_at, expires_at, channel_name, data, "
+            "delivered) VALUES ('2099-01-01 00:00:00.000000', '2099-01-01 00:01:00.000000', "
+            "'specific.gone!', x'00', 0)"
+        )
+
+
+@pytest.mark.sqlite
+def test_start_afresh_empties_the_stacks_own_sqlite_file_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SQLITE_LAYER_PATH", raising=False)
+    with LiveStack(chat_stack("sqlite"), tmp_path / "own") as live:
+        assert live.backend is not None and live.backend.layer_file is not None
+        path = live.backend.layer_file
+        leave_a_row(path)
+        live.start_afresh()
+        assert waiting_rows(path) == 0
+    # A file given by SQLITE_LAYER_PATH (shared with others, say) keeps its rows.
+    given = tmp_path / "given.sqlite3"
+    monkeypatch.setenv("SQLITE_LAYER_PATH", str(given))
+    with LiveStack(chat_stack("sqlite"), tmp_path / "given") as live:
+        assert live.backend is not None and live.backend.layer_file is None
+        leave_a_row(given)
+        live.start_afresh()
+        assert waiting_rows(given) == 1

@@ -1,4 +1,4 @@
-"""Short real runs: each scenario on each of the six layers delivers everything and leaks
+"""Short real runs: each scenario on each of the eight layers delivers everything and leaks
 nothing (or does what the README says the layer does instead);
 the counters stay exact with several Locust processes; 200+ sockets per Redis layer; a
 fanout on each ASGI server besides Daphne and Uvicorn (Gunicorn's with two workers)."""
@@ -47,6 +47,9 @@ def assert_clean(run: dict) -> None:
     assert run["accounting_consistent"]
 
 
+# Each layer adds four runs of 5 to 10 s; the two newest layers run fanout (the scenario
+# with logged-in users) in the default run and the other three in `nox -s heavy`.
+@pytest.mark.heavy_on_layers("valkey", "sqlite", scenario=("isolation", "churn", "idle"))
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario_delivers_everything_without_leaks(
     layer: str, scenario: str, live_chat, tmp_path: Path

