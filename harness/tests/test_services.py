@@ -379,7 +379,9 @@ def test_serve_runs_the_new_layers_and_removes_their_backend_when_terminated(
     command = [sys.executable, "services.py", "serve", "--layer", layer, "--port", str(port)]
     serve = launch(command, log_path=log_path, cwd=ROOT)
     try:
-        chat = ChatServer(serve, host="127.0.0.1", port=port, log_path=log_path, env={}, asgi="")
+        chat = ChatServer(
+            serve, host="127.0.0.1", port=port, log_path=log_path, env={}, asgi="daphne"
+        )
         wait_until(chat.serves_index, timeout=60, process=serve, what="serve", log=log_path)
         started = log_path.read_text()
         assert SERVED_ON[layer] in started, started

