@@ -7,6 +7,7 @@ The fixtures that hand these out are in pytest_plugin.py; tests import the types
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -120,6 +121,36 @@ def channels_lite_in_process(
         yield
     finally:
         del settings.DATABASES[alias]
+
+
+# channels-lite's close() cancels each of its polling tasks once and then waits for them.
+# On Python 3.11 that one cancellation can be lost: asyncio.wait_for swallows a cancel
+# that arrives just as the future it waits for completes (CPython gh-86296, fixed in
+# 3.12), and aiosqlitepool awaits through wait_for on every query, so the task polls on and
+# close() waits for ever. It hung two full test runs in a test's teardown (2026-12-05 and
+# 2026-12-06), the main thread idle in close() with the pool's threads alive. So the
+# tests cancel those tasks again until they end, for at most CLOSE_ROUNDS rounds.
+CLOSE_ROUNDS = 20
+CLOSE_ROUND_S = 0.5
+
+
+async def close_channel_layer(channel_layer: Any) -> None:
+    """``await channel_layer.close()``, except that a channels-lite layer whose polling
+    task lost its cancellation is cancelled again (bounded); AssertionError if it still
+    has not closed after CLOSE_ROUNDS x CLOSE_ROUND_S seconds."""
+    closing = asyncio.ensure_future(channel_layer.close())
+    for _ in range(CLOSE_ROUNDS):
+        done, _ = await asyncio.wait({closing}, timeout=CLOSE_ROUND_S)
+        if done:
+            closing.result()
+            return
+        for task in list(getattr(channel_layer, "_polling_tasks", {}).values()):
+            task.cancel()
+    closing.cancel()
+    raise AssertionError(
+        f"{type(channel_layer).__name__}.close() did not finish in "
+        f"{CLOSE_ROUNDS * CLOSE_ROUND_S:g} s, its polling tasks cancelled {CLOSE_ROUNDS} times"
+    )
 
 
 class Backends:

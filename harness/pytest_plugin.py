@@ -43,14 +43,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     layer multiplies every layer-parametrized test, so
     ``@pytest.mark.heavy_on_layers("valkey", "sqlite", scenario=("churn",))`` keeps those
     layers' churn runs for `nox -s heavy` (without keyword arguments: every run of those
-    layers). tryfirst: before ``-m`` selects by marks, so ``-m heavy`` finds them."""
+    layers; several such marks add up). tryfirst: before ``-m`` selects by marks, so ``-m
+    heavy`` finds them."""
     for item in items:
-        mark = item.get_closest_marker("heavy_on_layers")
         params = getattr(item, "callspec", None)
-        if mark is None or params is None or params.params.get("layer") not in mark.args:
+        if params is None:
             continue
-        if all(params.params.get(name) in values for name, values in mark.kwargs.items()):
-            item.add_marker(pytest.mark.heavy)
+        for mark in item.iter_markers("heavy_on_layers"):  # a test may carry several
+            if params.params.get("layer") in mark.args and all(
+                params.params.get(name) in values for name, values in mark.kwargs.items()
+            ):
+                item.add_marker(pytest.mark.heavy)
     if config.getoption("--heavy"):
         return
     heavy = [item for item in items if item.get_closest_marker("heavy")]

@@ -21,7 +21,11 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from harness.live import channels_lite_in_process, channels_postgres_in_process
+from harness.live import (
+    channels_lite_in_process,
+    channels_postgres_in_process,
+    close_channel_layer,
+)
 from mysite import environment
 
 # Django's test environment sets ALLOWED_HOSTS to ["testserver"], so that is the page's origin.
@@ -87,7 +91,7 @@ async def application(settings, layer, backend, consumer, django_db_blocker):
         elif hasattr(channel_layer, "close"):
             # RabbitMQ's and NATS's connections belong to this test's event loop, and so do
             # channels-lite's pool and polling tasks.
-            await channel_layer.close()
+            await close_channel_layer(channel_layer)
         # channels-postgres's and channels-lite's flush() empty their tables, the live
         # servers' groups with them; this test's rooms are its own, so its rows are simply
         # left behind.

@@ -23,6 +23,7 @@ from harness import ChatServer
 from harness.live import (
     channels_lite_in_process,
     channels_postgres_in_process,
+    close_channel_layer,
     wait_for_layer_round_trip,
 )
 from mysite import environment
@@ -362,7 +363,7 @@ async def sqlite_layers(backend_for, settings):
 
         yield make
         for layer in made:
-            await layer.close()
+            await close_channel_layer(layer)
 
 
 # channels-lite's aiosqlite layer keeps at most this many connections per event loop (its

@@ -8,6 +8,7 @@ printed output.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -40,10 +41,11 @@ from harness import (
     free_port,
     launch,
     layer_backend,
+    live,
     stop_process,
     wait_until,
 )
-from harness.live import layer_param
+from harness.live import close_channel_layer, layer_param
 
 pytest_plugins = "pytester"
 
@@ -491,17 +493,22 @@ def test_heavy_on_layers_leaves_the_named_runs_to_the_heavy_session(inner):
     source = (
         "import pytest\n"
         "@pytest.mark.heavy_on_layers('nats', 'sqlite', kind=('slow',))\n"
+        "@pytest.mark.heavy_on_layers('inmemory', kind=('quick',))\n"
         "@pytest.mark.parametrize('kind', ['quick', 'slow'])\n"
         "def test_each_layer(layer, kind):\n    assert layer\n"
     )
     result = inner(source, "-m", "not rabbitmq and not postgres", "-v")
-    result.assert_outcomes(passed=10, deselected=6)  # 16 runs: 4 rabbitmq/postgres, 2 heavy
-    result.stdout.fnmatch_lines_random(["*test_each_layer?nats-quick?*PASSED*"])
+    result.assert_outcomes(passed=9, deselected=7)  # 16 runs: 4 rabbitmq/postgres, 3 heavy
+    result.stdout.fnmatch_lines_random(
+        ["*test_each_layer?nats-quick?*PASSED*", "*test_each_layer?inmemory-slow?*PASSED*"]
+    )
     assert "nats-slow" not in result.stdout.str()
+    assert "inmemory-quick" not in result.stdout.str()
     heavy = inner(source, "--heavy", "-m", "heavy", "-v")
-    heavy.assert_outcomes(passed=2, deselected=14)
+    heavy.assert_outcomes(passed=3, deselected=13)
     heavy.stdout.fnmatch_lines_random(
         [f"*test_each_layer?{layer}-slow?*PASSED*" for layer in ("nats", "sqlite")]
+        + ["*test_each_layer?inmemory-quick?*PASSED*"]
     )
 
 
@@ -523,3 +530,52 @@ def test_passes(live_chat):
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*--- daphne 127.0.0.1:*", "*GET /chat/log-marker-room/*"])
     result.stdout.no_fnmatch_line("*quiet-room*")  # a passing test must not print the log
+
+
+# --- closing a channels-lite layer whose polling task lost its cancellation --------------
+
+
+class PollingLayer:
+    """What close_channel_layer sees of channels-lite's layer: polling tasks in
+    ``_polling_tasks``, and a close() that cancels each once and waits for them. Each
+    task here ignores its first ``deaf_to`` cancellations, as one whose cancel Python
+    3.11's wait_for swallowed polls on."""
+
+    def __init__(self, deaf_to: int) -> None:
+        self.deaf_to = deaf_to
+        self.stopped = False
+        self._polling_tasks = {"prefix": asyncio.ensure_future(self._poll())}
+
+    async def _poll(self) -> None:
+        ignored = 0
+        while not self.stopped:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                ignored += 1
+                if ignored > self.deaf_to:
+                    raise
+
+    async def close(self) -> None:
+        for task in self._polling_tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._polling_tasks.values(), return_exceptions=True)
+
+
+async def test_close_channel_layer_cancels_a_polling_task_again_until_it_ends(monkeypatch):
+    monkeypatch.setattr(live, "CLOSE_ROUND_S", 0.05)
+    # Positive control: one lost cancellation hangs the layer's own close().
+    control = PollingLayer(deaf_to=1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(control.close()), 0.3)
+    control.stopped = True
+    lost_once = PollingLayer(deaf_to=1)
+    await close_channel_layer(lost_once)
+    assert all(task.done() for task in lost_once._polling_tasks.values())
+
+    monkeypatch.setattr(live, "CLOSE_ROUNDS", 3)
+    deaf = PollingLayer(deaf_to=10)
+    with pytest.raises(AssertionError, match=r"did not finish in 0\.15 s"):
+        await close_channel_layer(deaf)
+    deaf.stopped = True
+    await asyncio.gather(*deaf._polling_tasks.values())

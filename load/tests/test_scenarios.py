@@ -47,9 +47,14 @@ def assert_clean(run: dict) -> None:
     assert run["accounting_consistent"]
 
 
-# Each layer adds four runs of 5 to 10 s; the two newest layers run fanout (the scenario
-# with logged-in users) in the default run and the other three in `nox -s heavy`.
+# Each layer adds four runs of 5 to 10 s. The default run keeps fanout (the scenario with
+# logged-in users) and isolation (leaks) on every layer but the two newest, whose
+# isolation is in the consumer tests, and idle and churn where they test something the
+# consumer tests do not (holding sockets on InMemory and Redis; churn on both Redis
+# layers, whose groups expire); the rest run in `nox -s heavy`.
 @pytest.mark.heavy_on_layers("valkey", "sqlite", scenario=("isolation", "churn", "idle"))
+@pytest.mark.heavy_on_layers("redis-pubsub", "postgres", "rabbitmq", "nats", scenario=("idle",))
+@pytest.mark.heavy_on_layers("postgres", "rabbitmq", "nats", scenario=("churn",))
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario_delivers_everything_without_leaks(
     layer: str, scenario: str, live_chat, tmp_path: Path
