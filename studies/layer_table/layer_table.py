@@ -1,11 +1,11 @@
-"""The README's "Every layer, on Daphne and on Uvicorn" table: from one
-``python -m load capacity --repeat N`` summary over every layer and ASGI server and,
-optionally, the backend-restart runs of faults_matrix.sh, as Markdown.
+"""The results' capacity tables: from one ``python -m load capacity --repeat N`` summary
+over any layers and ASGI servers and, optionally, the backend-restart runs of
+faults_matrix.sh, as Markdown.
 
     python studies/layer_table/layer_table.py results/all12-r3/summary.json [results/faults]
 
-Per stack: the median capacity and every search's figure, Uvicorn's ratio to Daphne on the
-same layer, what one step past the capacity did in each search, latency, server and
+Per stack: the median capacity and every search's figure, each server's ratio to Daphne on
+the same layer, what one step past the capacity did in each search, latency, server and
 backend CPU per delivery at the common load (the highest ramp step every search that held
 any step passed; medians over the searches), and, with a faults directory, the median time
 until the chat was whole again after the layer's server restarted.
@@ -32,6 +32,14 @@ TITLES = {
     "postgres": "PostgreSQL",
     "rabbitmq": "RabbitMQ",
     "nats": "NATS",
+}
+SERVER_TITLES = {
+    "daphne": "Daphne",
+    "uvicorn": "Uvicorn",
+    "hypercorn": "Hypercorn",
+    "granian": "Granian",
+    "gunicorn-asgi": "Gunicorn (its ASGI worker)",
+    "gunicorn-uvicorn": "Gunicorn + Uvicorn workers",
 }
 
 
@@ -131,7 +139,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         f"Common load: {number(offered)} offered deliveries/s." if offered else "",
         "",
         "| layer | server | capacity, deliveries/s (each search) | quiet searches' median "
-        "| Uvicorn ÷ Daphne (quiet) "
+        "| ÷ Daphne on the layer (quiet) "
         "| one step past capacity | p50 / p99 at the common load | server µs per delivery "
         "| backend µs per delivery | its server restarted (medians) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -144,7 +152,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         ]
         quiet = quiet_median(repeats, busy)
         quiet_of[(layer, asgi, servers)] = quiet
-        # Uvicorn against Daphne on the same layer, from the quiet searches where both had
+        # Each server against Daphne on the same layer, from the quiet searches where both had
         # one (a busy search says more about the moment than about the server).
         daphne_quiet = quiet_of.get((layer, "daphne", servers))
         ratio = f"{quiet / daphne_quiet:.2f}" if asgi != "daphne" and quiet and daphne_quiet else ""
@@ -157,7 +165,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         duplicates = sum(r["duplicated"] for r in runs if r["search"] in searches)
         name = TITLES.get(layer, layer) + (f" {TIMES}{servers}" if servers > 1 else "")
         lines.append(
-            f"| {name} | {asgi.capitalize()} | {number(entry['deliveries_per_s'])} "
+            f"| {name} | {SERVER_TITLES.get(asgi, asgi)} | {number(entry['deliveries_per_s'])} "
             f"({' / '.join(capacities)}) | {number(quiet)} | {ratio} "
             f"| {past_cell(repeats, duplicates)} | {latency} | {number(server_us)} "
             f"| {number(backend_us, 1)} | {restarts.get((layer, asgi), DASH)} |"
