@@ -137,7 +137,9 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
     medians = {(e["layer"], e["asgi"], e["servers"]): e for e in summary["capacity"]}
     restarts = restart_recovery(faults)
     busy = busy_searches(summary)
-    quiet_of: dict[tuple, float | None] = {}
+    # Every stack's quiet median first, so that each row finds Daphne's on its layer
+    # wherever Daphne comes in the summary (``--asgi uvicorn,daphne`` puts it second).
+    quiet_of = {key: quiet_median(repeats, busy) for key, repeats in repeats_of.items()}
     offered = common.get("offered_deliveries_per_s")
     lines = [
         f"Common load: {number(offered)} offered deliveries/s." if offered else "",
@@ -154,8 +156,7 @@ def table(summary: Mapping[str, Any], faults: Path | None = None) -> str:
         capacities = [
             number(e["deliveries_per_s"]) + (BUSY if e["search"] in busy else "") for e in repeats
         ]
-        quiet = quiet_median(repeats, busy)
-        quiet_of[(layer, asgi, servers)] = quiet
+        quiet = quiet_of[(layer, asgi, servers)]
         # Each server against Daphne on the same layer, from the quiet searches where both had
         # one (a busy search says more about the moment than about the server).
         daphne_quiet = quiet_of.get((layer, "daphne", servers))
