@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Leave the heavy tests out unless --heavy is given. They check measurements at and
     past a capacity, which takes minutes of load on a 2-core machine: they belong with the
     benchmark (`nox -s heavy`, nightly in the workflow), not in the default command, which
-    must stay within about 13 minutes. Deselected, not skipped: nothing is missing.
+    must stay within about 12 minutes. Deselected, not skipped: nothing is missing.
 
     First, the runs a test's ``heavy_on_layers`` mark names become ``heavy`` too: every
     layer multiplies every layer-parametrized test, so

@@ -96,7 +96,10 @@ def fault_run(
     return record
 
 
+# RedisChannelLayer's run is heavy: the browser test of a Redis restart covers that layer
+# in the default run, and the faults study counts what each restart loses.
 @pytest.mark.redis
+@pytest.mark.heavy_on_layers("redis")
 @pytest.mark.parametrize("layer", ["redis", "redis-pubsub"])
 def test_chat_works_again_soon_after_redis_restarts(layer: str, tmp_path: Path) -> None:
     record = fault_run(tmp_path, "redis-restart", "--layers", layer)

@@ -50,11 +50,11 @@ def assert_clean(run: dict) -> None:
 # Each layer adds four runs of 5 to 10 s. The default run keeps fanout (the scenario with
 # logged-in users) and isolation (leaks) on every layer but the two newest, whose
 # isolation is in the consumer tests, and idle and churn where they test something the
-# consumer tests do not (holding sockets on InMemory and Redis; churn on both Redis
-# layers, whose groups expire); the rest run in `nox -s heavy`.
+# consumer tests do not (holding sockets on InMemory and Redis; churn on InMemory and on
+# RedisChannelLayer, whose groups expire); the rest run in `nox -s heavy`.
 @pytest.mark.heavy_on_layers("valkey", "sqlite", scenario=("isolation", "churn", "idle"))
 @pytest.mark.heavy_on_layers("redis-pubsub", "postgres", "rabbitmq", "nats", scenario=("idle",))
-@pytest.mark.heavy_on_layers("postgres", "rabbitmq", "nats", scenario=("churn",))
+@pytest.mark.heavy_on_layers("redis-pubsub", "postgres", "rabbitmq", "nats", scenario=("churn",))
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario_delivers_everything_without_leaks(
     layer: str, scenario: str, live_chat, tmp_path: Path
