@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
+from typing import NamedTuple
 
 import psutil
 import pytest
@@ -60,6 +61,36 @@ def collect(layer, channel: str, into: list[str]) -> asyncio.Task:
 
 def message(text: str) -> dict:
     return {"type": "chat.message", "message": text}
+
+
+class StalledRoom(NamedTuple):
+    """Two processes' layers: in ``process`` a channel that never reads (``stalled``) and
+    a ``reader`` share the busy room, a ``bystander`` is alone in the quiet room, and the
+    quiet room has a member ``elsewhere``, in ``other_process``. ``got`` fills as the three
+    that read receive; ``tasks`` are their receive loops."""
+
+    busy_room: str
+    quiet_room: str
+    stalled: str
+    reader: str
+    bystander: str
+    elsewhere: str
+    got: dict[str, list[str]]
+    tasks: list[asyncio.Task]
+
+
+async def stalled_room(process, other_process) -> StalledRoom:
+    busy_room, quiet_room = unique_group("busy"), unique_group("quiet")
+    stalled, reader = await process.new_channel(), await process.new_channel()
+    bystander, elsewhere = await process.new_channel(), await other_process.new_channel()
+    for channel in (stalled, reader):
+        await process.group_add(busy_room, channel)
+    await process.group_add(quiet_room, bystander)
+    await other_process.group_add(quiet_room, elsewhere)
+    got: dict[str, list[str]] = {reader: [], bystander: [], elsewhere: []}
+    tasks = [collect(layer, channel, got[channel]) for layer, channel in (
+        (process, reader), (process, bystander), (other_process, elsewhere))]  # fmt: skip
+    return StalledRoom(busy_room, quiet_room, stalled, reader, bystander, elsewhere, got, tasks)
 
 
 # --- PostgreSQL (channels-postgres) ------------------------------------------------------
@@ -254,16 +285,8 @@ async def test_rabbitmq_capacity_is_per_process_so_one_stalled_channel_holds_up_
 
     url = backend_for("rabbitmq").env["RABBITMQ_URL"]
     process, other_process = RabbitmqChannelLayer(host=url), RabbitmqChannelLayer(host=url)
-    busy_room, quiet_room = unique_group("busy"), unique_group("quiet")
-    stalled, reader = await process.new_channel(), await process.new_channel()
-    bystander, elsewhere = await process.new_channel(), await other_process.new_channel()
-    for channel in (stalled, reader):
-        await process.group_add(busy_room, channel)
-    await process.group_add(quiet_room, bystander)
-    await other_process.group_add(quiet_room, elsewhere)
-    got: dict[str, list[str]] = {reader: [], bystander: [], elsewhere: []}
-    tasks = [collect(layer, channel, got[channel]) for layer, channel in (
-        (process, reader), (process, bystander), (other_process, elsewhere))]  # fmt: skip
+    room = await stalled_room(process, other_process)
+    busy_room, quiet_room, stalled, reader, bystander, elsewhere, got, tasks = room
 
     sent = [f"busy {number}" for number in range(250)]
     for text in sent[:150]:
@@ -464,16 +487,8 @@ async def test_sqlite_one_stalled_channel_holds_up_its_whole_process_then_loses(
     those messages are lost. What was held arrives once the channel reads again."""
     # Polling every 10 ms rather than 100 ms, so that 100 messages one at a time take 1 s.
     process, other_process = sqlite_layers(polling_interval=0.01), sqlite_layers()
-    busy_room, quiet_room = unique_group("busy"), unique_group("quiet")
-    stalled, reader = await process.new_channel(), await process.new_channel()
-    bystander, elsewhere = await process.new_channel(), await other_process.new_channel()
-    for channel in (stalled, reader):
-        await process.group_add(busy_room, channel)
-    await process.group_add(quiet_room, bystander)
-    await other_process.group_add(quiet_room, elsewhere)
-    got: dict[str, list[str]] = {reader: [], bystander: [], elsewhere: []}
-    tasks = [collect(layer, channel, got[channel]) for layer, channel in (
-        (process, reader), (process, bystander), (other_process, elsewhere))]  # fmt: skip
+    room = await stalled_room(process, other_process)
+    busy_room, quiet_room, stalled, reader, bystander, elsewhere, got, tasks = room
 
     # One at a time, each read before the next: the stalled channel's buffer fills up.
     sent = [f"busy {number}" for number in range(160)]

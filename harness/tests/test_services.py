@@ -17,6 +17,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -334,17 +336,7 @@ def test_serve_runs_the_chat_on_a_throw_away_backend_until_terminated(monkeypatc
         from harness.live import missing_dependency
 
         missing_dependency(str(error))
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    command = [sys.executable, "services.py", "serve", "--layer", "nats", "--asgi", "uvicorn"]
-    command += ["--port", str(port)]
-    serve = launch(command, log_path=log_path, cwd=ROOT)
-    try:
-        chat = ChatServer(
-            serve, host="127.0.0.1", port=port, log_path=log_path, env={}, asgi="uvicorn"
-        )
-        wait_until(chat.serves_index, timeout=60, process=serve, what="serve", log=log_path)
-        started = log_path.read_text()
+    with served("nats", "uvicorn", tmp_path) as (serve, chat, started):
         assert (
             "with uvicorn (layer nats on a throw-away nats server at nats://127.0.0.1:" in started
         )
@@ -354,6 +346,22 @@ def test_serve_runs_the_chat_on_a_throw_away_backend_until_terminated(monkeypatc
         assert serve.wait(timeout=30) == 0
         assert not chat.serves_index()
         assert backends._first_bytes("127.0.0.1", nats_port, count=5) is None
+
+
+@contextmanager
+def served(
+    layer: str, asgi: str, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen, ChatServer, str]]:
+    """``python services.py serve --layer LAYER --asgi ASGI`` on a free port, once its chat
+    answers: the process, the chat, and what it said on starting. Stopped at the end."""
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    command = [sys.executable, "services.py", "serve", "--layer", layer, "--asgi", asgi]
+    serve = launch([*command, "--port", str(port)], log_path=log_path, cwd=ROOT)
+    try:
+        chat = ChatServer(serve, host="127.0.0.1", port=port, log_path=log_path, env={}, asgi=asgi)
+        wait_until(chat.serves_index, timeout=60, process=serve, what="serve", log=log_path)
+        yield serve, chat, log_path.read_text()
     finally:
         stop_process(serve)
 
@@ -376,16 +384,7 @@ def test_serve_runs_the_new_layers_and_removes_their_backend_when_terminated(
     monkeypatch.delenv("SQLITE_LAYER_PATH", raising=False)
     if layer == "valkey":
         start_or_skip(ValkeyServer).stop()  # skips (or fails in CI) without valkey-server
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    command = [sys.executable, "services.py", "serve", "--layer", layer, "--port", str(port)]
-    serve = launch(command, log_path=log_path, cwd=ROOT)
-    try:
-        chat = ChatServer(
-            serve, host="127.0.0.1", port=port, log_path=log_path, env={}, asgi="daphne"
-        )
-        wait_until(chat.serves_index, timeout=60, process=serve, what="serve", log=log_path)
-        started = log_path.read_text()
+    with served(layer, "daphne", tmp_path) as (serve, chat, started):
         assert SERVED_ON[layer] in started, started
         where = started.split(SERVED_ON[layer], 1)[1].split(" ", 1)[0].rstrip(",;")
         with connect(f"{chat.ws_url}/ws/chat/served/", origin=Origin(chat.url)) as socket:
@@ -404,8 +403,6 @@ def test_serve_runs_the_new_layers_and_removes_their_backend_when_terminated(
             assert not sqlite_file.parent.exists()
         else:
             assert not backends.redis_ping("127.0.0.1", valkey_port)
-    finally:
-        stop_process(serve)
 
 
 # --- the fixtures, seen from a user's pytest run -----------------------------------------
