@@ -65,7 +65,10 @@ def test_anonymous_frames_that_name_someone_are_counted(live_chat, tmp_path: Pat
     summary = run_against(server.ws_url, tmp_path, *SHAPE)
     (run,) = summary["runs"]
     assert run["login"] == "none"
-    assert run["misattributed"] == run["delivered"] > 0
+    # Every copy is misattributed. `misattributed` counts every copy received, also of a
+    # message sent just outside the measured window, which `delivered` leaves out (one such
+    # message, four copies, made 192 against 188 in one run): so at least every delivery.
+    assert run["misattributed"] >= run["delivered"] > 0
 
 
 def write_accounts(path: Path, data: object) -> Path:
